@@ -1,0 +1,44 @@
+//! Feeds arbitrary bytes to `Card::transmit`: the input is split into
+//! APDUs (one length byte, then that many bytes); if the first byte is odd,
+//! a legitimate SCP03 session (level 33) is opened first so that mutated
+//! secured commands reach the secure-messaging and purse code. Invariants:
+//! no panic, a status word on every response, balance ≤ maximum, counter
+//! never decreases.
+#![no_main]
+
+use kessai_card::harness::HostDriver;
+use kessai_card::{Card, MemNvm, PersonalizationParams, issuer_card_keys};
+use kessai_money::Currency;
+use kessai_scp03::{AesKey, SecurityLevel};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let jpy = Currency::from_code("JPY").expect("JPY");
+    let card_id = "fuzz-card".parse().expect("id");
+    let keys = issuer_card_keys(&AesKey::Aes128([0x42; 16]), &card_id, 1);
+    let mut params = PersonalizationParams::new(card_id, keys.clone(), jpy, 100_000, [7; 32]);
+    params.initial_balance_minor = 50_000;
+    let mut card = Card::personalize(params, MemNvm::new()).expect("personalize");
+    card.power_on();
+    if mode & 1 == 1 {
+        let mut host = HostDriver::new(keys.static_keys);
+        host.select(&mut card).expect("select");
+        host.open(&mut card, SecurityLevel::Full, [mode; 8])
+            .expect("open");
+    }
+    let mut counter = card.snapshot().counter;
+    while let Some((&len, tail)) = rest.split_first() {
+        let n = usize::from(len).min(tail.len());
+        let (apdu, next) = tail.split_at(n);
+        rest = next;
+        let r = card.transmit(apdu);
+        assert!(r.len() >= 2);
+        let s = card.snapshot();
+        assert!(s.balance.amount_minor >= 0 && s.balance.amount_minor <= s.purse_max.amount_minor);
+        assert!(s.counter >= counter);
+        counter = s.counter;
+    }
+});

@@ -1,0 +1,568 @@
+//! The durable ledger: accounts and transfers in the database, decided by
+//! the pure rules of [`kessai_ledger`], written with group commit.
+//!
+//! # Shape
+//!
+//! [`Ledger`] is a cheap handle obtained from [`Db::ledger`]. It is one
+//! concrete type for both backends (enum dispatch over [`DbPool`] inside,
+//! SQL generated per backend from one source in `sql.rs`) rather than a
+//! trait with two implementations: the two backends share every rule and
+//! almost every statement, and callers never need to be generic.
+//!
+//! # Group commit
+//!
+//! [`Ledger::submit`] hands the request to a writer task over a channel
+//! and waits for its answer. A writer takes everything that is waiting (up
+//! to [`MAX_BATCH`] requests), and in **one** database transaction:
+//!
+//! 1. loads the batch's transfers (its ids, the pendings it resolves and
+//!    their existing resolutions) and then its accounts **in id order**,
+//!    with `SELECT ... FOR UPDATE` on PostgreSQL (on SQLite the
+//!    `BEGIN IMMEDIATE` write lock excludes every other writer, including
+//!    other processes);
+//! 2. runs every request through [`kessai_ledger::MemLedger::submit`] over
+//!    that working set, in arrival order, so later requests see earlier
+//!    ones (two requests with the same id in one batch: the second is a
+//!    replay);
+//! 3. appends the new transfers and writes the touched accounts' balances;
+//! 4. commits once, durably, and answers every caller.
+//!
+//! Refusals are decided in memory before anything is written, so a
+//! refused request never makes a statement fail and never aborts its batch
+//! (this replaces a SAVEPOINT per request, with no per-request round
+//! trips). If the database itself fails the batch — a serialization
+//! failure or deadlock, or a unique-key violation because another process
+//! recorded the same transfer id or a resolution of the same pending
+//! first — the whole batch is rolled back and re-run from step 1; on the
+//! re-run the other process's rows are visible and the requests get their
+//! correct answers (replay, `PendingAlreadyPosted`, ...). Any other error
+//! splits the batch into single-request transactions so only the request
+//! that triggers it fails.
+//!
+//! Correctness therefore rests on the database, not on process memory:
+//! primary and unique keys make each transfer id and each pending's
+//! resolution exist at most once; row locks taken in a global order make
+//! limit checks see the latest balances. SQLite runs one writer task per
+//! `Db`; PostgreSQL runs [`POSTGRES_WRITERS`].
+
+pub(crate) mod sql;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use kessai_ids::{AccountId, TransferId};
+use kessai_ledger::{
+    Account, Applied, LedgerError, MemLedger, TransferKind, TransferRecord, TransferRequest, codes,
+};
+use kessai_money::Currency;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::StoreError;
+use crate::db::{Db, DbPool, is_retryable, is_unique_violation};
+
+/// Most requests one writer commits together.
+pub const MAX_BATCH: usize = 512;
+/// Writer tasks per `Db` on PostgreSQL (SQLite has one writer).
+pub const POSTGRES_WRITERS: usize = 4;
+/// How often a batch is re-run after a conflict before it is split.
+const MAX_CONFLICT_RETRIES: usize = 20;
+/// Page size when listing.
+const PAGE: i64 = 1000;
+
+/// The answer to a submitted transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferResult {
+    /// The recorded transfer (for a replay: the original one).
+    pub record: TransferRecord,
+    /// Commit-order sequence number of the transfer.
+    pub seq: i64,
+    /// True if this id had already been recorded with the same content and
+    /// nothing was changed by this call.
+    pub replayed: bool,
+}
+
+/// What [`Ledger::expire_due`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpirySweep {
+    /// Pending transfers this call expired.
+    pub expired: Vec<TransferId>,
+    /// Pending transfers found due but resolved by someone else in the
+    /// meantime (posted, voided, or expired by another process).
+    pub already_resolved: Vec<TransferId>,
+}
+
+/// One request waiting for a writer.
+struct Job {
+    req: TransferRequest,
+    now_ms: u64,
+    reply: oneshot::Sender<Result<Result<TransferResult, LedgerError>, StoreError>>,
+}
+
+/// Handle to the group-commit writer task(s) of one [`Db`].
+#[derive(Debug)]
+pub(crate) struct WriterHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("id", &self.req.id).finish()
+    }
+}
+
+/// The ledger stored in a [`Db`]. Obtain it with [`Db::ledger`].
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    db: Db,
+}
+
+impl Db {
+    /// The ledger in this database.
+    pub fn ledger(&self) -> Ledger {
+        Ledger { db: self.clone() }
+    }
+}
+
+/// Which transaction style a batch runs in.
+type BatchAnswers = Vec<Result<(i64, TransferRecord, bool), LedgerError>>;
+
+impl Ledger {
+    /// Creates an account with zero balances at `now_ms`. `Ok(Ok(true))`:
+    /// created; `Ok(Ok(false))`: it already existed with the same kind,
+    /// currency and limit; `Ok(Err(AccountExistsWithDifferentContent))`
+    /// otherwise.
+    pub async fn create_account(
+        &self,
+        account: &Account,
+        now_ms: u64,
+    ) -> Result<Result<bool, LedgerError>, StoreError> {
+        if let Err(e) = account.validate_new() {
+            return Ok(Err(e));
+        }
+        let now = sql::ms(now_ms)?;
+        let created = match self.db.pool() {
+            DbPool::Sqlite(p) => {
+                let mut c = p.acquire().await?;
+                sql::sqlite::insert_account(&mut c, account, now).await?
+            }
+            DbPool::Postgres(p) => {
+                let mut c = p.acquire().await?;
+                sql::postgres::insert_account(&mut c, account, now).await?
+            }
+        };
+        if created {
+            return Ok(Ok(true));
+        }
+        match self.account(&account.id).await? {
+            Some(existing) if existing.same_definition(account) => Ok(Ok(false)),
+            _ => Ok(Err(LedgerError::AccountExistsWithDifferentContent)),
+        }
+    }
+
+    /// An account with its current balances.
+    pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        let ids = [id];
+        let mut v = match self.db.pool() {
+            DbPool::Sqlite(p) => {
+                sql::sqlite::accounts_by_ids(&mut *p.acquire().await?, &ids, false).await?
+            }
+            DbPool::Postgres(p) => {
+                sql::postgres::accounts_by_ids(&mut *p.acquire().await?, &ids, false).await?
+            }
+        };
+        Ok(v.pop())
+    }
+
+    /// All accounts, by id.
+    pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        match self.db.pool() {
+            DbPool::Sqlite(p) => sql::sqlite::all_accounts(&mut *p.acquire().await?).await,
+            DbPool::Postgres(p) => sql::postgres::all_accounts(&mut *p.acquire().await?).await,
+        }
+    }
+
+    /// A recorded transfer and its sequence number.
+    pub async fn transfer(
+        &self,
+        id: &TransferId,
+    ) -> Result<Option<(i64, TransferRecord)>, StoreError> {
+        let ids = [*id];
+        let v = match self.db.pool() {
+            DbPool::Sqlite(p) => {
+                sql::sqlite::transfers_by_ids(&mut *p.acquire().await?, &ids, &[]).await?
+            }
+            DbPool::Postgres(p) => {
+                sql::postgres::transfers_by_ids(&mut *p.acquire().await?, &ids, &[]).await?
+            }
+        };
+        Ok(v.into_iter().next())
+    }
+
+    /// Up to `limit` transfers with a leg on `account` and a sequence number
+    /// greater than `after_seq` (0 for the start), in commit order.
+    pub async fn transfers_for_account(
+        &self,
+        account: &AccountId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, TransferRecord)>, StoreError> {
+        let limit = i64::from(limit);
+        match self.db.pool() {
+            DbPool::Sqlite(p) => {
+                sql::sqlite::transfers_for_account(
+                    &mut *p.acquire().await?,
+                    account,
+                    after_seq,
+                    limit,
+                )
+                .await
+            }
+            DbPool::Postgres(p) => {
+                sql::postgres::transfers_for_account(
+                    &mut *p.acquire().await?,
+                    account,
+                    after_seq,
+                    limit,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Up to `limit` transfers with a sequence number greater than
+    /// `after_seq`, in commit order (for the auditor and exports).
+    pub async fn transfers_page(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, TransferRecord)>, StoreError> {
+        let limit = i64::from(limit);
+        match self.db.pool() {
+            DbPool::Sqlite(p) => {
+                sql::sqlite::transfers_page(&mut *p.acquire().await?, after_seq, limit).await
+            }
+            DbPool::Postgres(p) => {
+                sql::postgres::transfers_page(&mut *p.acquire().await?, after_seq, limit).await
+            }
+        }
+    }
+
+    /// Every transfer in commit order.
+    pub async fn all_transfers(&self) -> Result<Vec<(i64, TransferRecord)>, StoreError> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.transfers_page(after, PAGE as u32).await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(out);
+            };
+            after = *last;
+            out.extend(page);
+        }
+    }
+
+    /// Records `req` at `now_ms` (idempotent by transfer id).
+    ///
+    /// The outer `Result` is the infrastructure: on `Err` the outcome is
+    /// unknown and the caller may retry the same request safely. The inner
+    /// one is the ledger's decision: `Ok` with the record (`replayed` if
+    /// it existed already with the same content), or a refusal.
+    pub async fn submit(
+        &self,
+        req: TransferRequest,
+        now_ms: u64,
+    ) -> Result<Result<TransferResult, LedgerError>, StoreError> {
+        let writer = self
+            .db
+            .ledger_writer_cell()
+            .get_or_init(|| start_writers(self.db.pool().clone()));
+        let (reply, answer) = oneshot::channel();
+        writer
+            .tx
+            .send(Job { req, now_ms, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Expires up to `limit` unresolved pending transfers whose expiry is
+    /// at or before `now_ms`. Each expiry is a transfer with an id derived
+    /// from the pending id, so concurrent sweeps (other processes) cannot
+    /// expire a hold twice.
+    pub async fn expire_due(&self, now_ms: u64, limit: u32) -> Result<ExpirySweep, StoreError> {
+        let now = sql::ms(now_ms)?;
+        let due = match self.db.pool() {
+            DbPool::Sqlite(p) => {
+                sql::sqlite::due_pendings(&mut *p.acquire().await?, now, i64::from(limit)).await?
+            }
+            DbPool::Postgres(p) => {
+                sql::postgres::due_pendings(&mut *p.acquire().await?, now, i64::from(limit)).await?
+            }
+        };
+        let mut waiting = Vec::with_capacity(due.len());
+        for (pending_id, currency) in due {
+            let currency = u16::try_from(currency)
+                .ok()
+                .and_then(|c| Currency::from_numeric(c).ok())
+                .ok_or_else(|| StoreError::corrupt("ledger_transfers", "unknown currency"))?;
+            let req = TransferRequest::resolution(
+                expiry_id(&pending_id),
+                currency,
+                codes::HOLD_EXPIRY,
+                TransferKind::ExpirePending { pending_id },
+            );
+            let this = self.clone();
+            waiting.push((
+                pending_id,
+                tokio::spawn(async move { this.submit(req, now_ms).await }),
+            ));
+        }
+        let mut sweep = ExpirySweep::default();
+        for (pending_id, handle) in waiting {
+            match handle.await.map_err(|_| StoreError::WriterStopped)?? {
+                Ok(r) if !r.replayed => sweep.expired.push(pending_id),
+                Ok(_)
+                | Err(
+                    LedgerError::PendingAlreadyPosted
+                    | LedgerError::PendingAlreadyVoided
+                    | LedgerError::PendingAlreadyExpired,
+                ) => sweep.already_resolved.push(pending_id),
+                Err(e) => {
+                    return Err(StoreError::corrupt(
+                        "ledger_transfers",
+                        format!("expiry of {pending_id} refused: {}", e.code()),
+                    ));
+                }
+            }
+        }
+        Ok(sweep)
+    }
+}
+
+/// The id of the expiry of `pending_id` (the same in every process).
+pub fn expiry_id(pending_id: &TransferId) -> TransferId {
+    TransferId::derive("kessai/ledger/expire", &[pending_id.as_bytes()])
+}
+
+fn start_writers(pool: DbPool) -> WriterHandle {
+    let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * 4);
+    let rx = Arc::new(Mutex::new(rx));
+    let writers = match pool {
+        DbPool::Sqlite(_) => 1,
+        DbPool::Postgres(_) => POSTGRES_WRITERS,
+    };
+    for _ in 0..writers {
+        let rx = rx.clone();
+        let pool = pool.clone();
+        tokio::spawn(async move { writer_loop(pool, rx).await });
+    }
+    WriterHandle { tx }
+}
+
+async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            jobs.push(first);
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+        }
+        let answers = run_jobs(&pool, &jobs).await;
+        for (job, answer) in jobs.into_iter().zip(answers) {
+            // The caller may have gone away; its answer is then unused.
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+type Answer = Result<Result<TransferResult, LedgerError>, StoreError>;
+
+/// Runs a batch, retrying conflicts and splitting on other errors.
+async fn run_jobs(pool: &DbPool, jobs: &[Job]) -> Vec<Answer> {
+    let reqs: Vec<(&TransferRequest, u64)> = jobs.iter().map(|j| (&j.req, j.now_ms)).collect();
+    let mut attempt = 0;
+    loop {
+        match run_batch(pool, &reqs).await {
+            Ok(Some(answers)) => return answers.into_iter().map(to_answer).collect(),
+            Ok(None) if attempt < MAX_CONFLICT_RETRIES => attempt += 1,
+            Err(StoreError::Database(e))
+                if (is_retryable(&e) || is_unique_violation(&e))
+                    && attempt < MAX_CONFLICT_RETRIES =>
+            {
+                attempt += 1;
+                tracing::debug!(attempt, error = %e, "ledger batch conflict; re-running");
+                tokio::task::yield_now().await;
+            }
+            other if reqs.len() > 1 => {
+                if let Err(e) = &other {
+                    tracing::warn!(error = %e, n = reqs.len(), "ledger batch failed; splitting");
+                }
+                let mut out = Vec::with_capacity(reqs.len());
+                for one in &reqs {
+                    out.push(run_single(pool, *one).await);
+                }
+                return out;
+            }
+            Err(e) => return vec![Err(e)],
+            Ok(None) => return vec![Err(StoreError::Contention)],
+        }
+    }
+}
+
+async fn run_single(pool: &DbPool, req: (&TransferRequest, u64)) -> Answer {
+    let mut attempt = 0;
+    loop {
+        match run_batch(pool, &[req]).await {
+            Ok(Some(mut a)) => return to_answer(a.pop().unwrap_or(Err(LedgerError::Overflow))),
+            Ok(None) if attempt < MAX_CONFLICT_RETRIES => attempt += 1,
+            Ok(None) => return Err(StoreError::Contention),
+            Err(StoreError::Database(e))
+                if (is_retryable(&e) || is_unique_violation(&e))
+                    && attempt < MAX_CONFLICT_RETRIES =>
+            {
+                attempt += 1;
+                tokio::task::yield_now().await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn to_answer(a: Result<(i64, TransferRecord, bool), LedgerError>) -> Answer {
+    Ok(a.map(|(seq, record, replayed)| TransferResult {
+        record,
+        seq,
+        replayed,
+    }))
+}
+
+/// Accounts a batch touches: its legs and the legs of the pendings it
+/// resolves.
+fn accounts_needed(
+    reqs: &[(&TransferRequest, u64)],
+    loaded: &[(i64, TransferRecord)],
+) -> BTreeSet<AccountId> {
+    let mut acc: BTreeSet<AccountId> = BTreeSet::new();
+    for (r, _) in reqs {
+        acc.extend(r.legs.iter().map(|l| l.account.clone()));
+    }
+    for (_, t) in loaded {
+        if matches!(t.kind, TransferKind::Pending { .. }) {
+            acc.extend(t.legs.iter().map(|l| l.account.clone()));
+        }
+    }
+    acc
+}
+
+/// One transaction for the whole batch; see the module docs. `Ok(None)`:
+/// the working set moved under us, run the batch again.
+async fn run_batch(
+    pool: &DbPool,
+    reqs: &[(&TransferRequest, u64)],
+) -> Result<Option<BatchAnswers>, StoreError> {
+    macro_rules! body {
+        ($tx:expr, $m:ident, reload = $reload:literal) => {{
+            let mut tx = $tx;
+            let conn = &mut *tx;
+            // 1. transfers: the batch's ids and the pendings it resolves,
+            //    plus any resolutions of those pendings.
+            let mut ids: BTreeSet<TransferId> = BTreeSet::new();
+            let mut pending_ids: BTreeSet<TransferId> = BTreeSet::new();
+            for (r, _) in reqs {
+                ids.insert(r.id);
+                if let Some(p) = r.kind.pending_id() {
+                    ids.insert(p);
+                    pending_ids.insert(p);
+                }
+            }
+            let ids: Vec<TransferId> = ids.into_iter().collect();
+            let pending_ids: Vec<TransferId> = pending_ids.into_iter().collect();
+            let loaded = sql::$m::transfers_by_ids(conn, &ids, &pending_ids).await?;
+            // 2. accounts, in id order, locked.
+            let acc = accounts_needed(reqs, &loaded);
+            let acc_refs: Vec<&AccountId> = acc.iter().collect();
+            let accounts = sql::$m::accounts_by_ids(conn, &acc_refs, true).await?;
+            // On PostgreSQL the transfers were read before the locks were
+            // held: read them again now. Any resolution or transfer that
+            // moved these accounts committed before we got the locks and is
+            // visible to this new statement (READ COMMITTED). If the reload
+            // needs accounts we have not locked (a pending that appeared
+            // meanwhile), re-run the batch.
+            let loaded = if $reload {
+                let again = sql::$m::transfers_by_ids(conn, &ids, &pending_ids).await?;
+                if !accounts_needed(reqs, &again).is_subset(&acc) {
+                    return Ok(None);
+                }
+                again
+            } else {
+                loaded
+            };
+            let mut mem = MemLedger::new();
+            for a in accounts {
+                mem.insert_account(a).map_err(|e| {
+                    StoreError::corrupt("ledger_accounts", format!("cannot load: {}", e.code()))
+                })?;
+            }
+            let mut seqs: std::collections::HashMap<TransferId, i64> = Default::default();
+            for (seq, t) in loaded {
+                seqs.insert(t.id, seq);
+                mem.load_transfer(t);
+            }
+            // 3. decide in order.
+            let mut answers = Vec::with_capacity(reqs.len());
+            let mut created = Vec::new();
+            let mut touched: BTreeSet<AccountId> = BTreeSet::new();
+            for (i, (r, now)) in reqs.iter().enumerate() {
+                match mem.submit(r, *now) {
+                    Ok(Applied::Created(effect)) => {
+                        touched.extend(effect.accounts.iter().map(|c| c.id.clone()));
+                        created.push(i);
+                        answers.push(Ok((0, effect.record, false)));
+                    }
+                    Ok(Applied::AlreadyExists(rec)) => {
+                        let seq = seqs.get(&rec.id).copied().unwrap_or(0);
+                        answers.push(Ok((seq, rec, true)));
+                    }
+                    Err(e) => answers.push(Err(e)),
+                }
+            }
+            // 4. write.
+            let new_records: Vec<&TransferRecord> = created
+                .iter()
+                .filter_map(|&i| answers[i].as_ref().ok().map(|(_, r, _)| r))
+                .collect();
+            seqs.extend(sql::$m::insert_transfers(conn, &new_records).await?);
+            let balances: Vec<(&AccountId, kessai_ledger::Balances)> = touched
+                .iter()
+                .filter_map(|id| mem.account(id).map(|a| (id, a.balances)))
+                .collect();
+            sql::$m::update_balances(conn, &balances).await?;
+            // Replays of transfers created earlier in this same batch.
+            for a in answers.iter_mut().flatten() {
+                if a.0 == 0 {
+                    a.0 = seqs.get(&a.1.id).copied().unwrap_or(0);
+                }
+            }
+            tx.commit().await?;
+            Ok(Some(answers))
+        }};
+    }
+    match pool {
+        // SQLite: BEGIN IMMEDIATE holds the database write lock before the
+        // first read, so nothing can change under the batch.
+        DbPool::Sqlite(p) => body!(
+            p.begin_with("BEGIN IMMEDIATE").await?,
+            sqlite,
+            reload = false
+        ),
+        DbPool::Postgres(p) => body!(p.begin().await?, postgres, reload = true),
+    }
+}
