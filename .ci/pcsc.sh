@@ -3,8 +3,9 @@
 #
 # Installs pcsc-lite (pcscd), vsmartcard's virtual reader driver (vpcd),
 # libpcsclite-dev (to build the `pcsc` feature), opensc and pcsc-tools;
-# makes sure vpcd listens on 127.0.0.1:35963; starts pcscd in the background
-# if no suitable one is running; waits until a PC/SC client sees the
+# starts pcscd in the background (unless a running one already shows the
+# reader) with vpcd on 127.0.0.1:35963, or on another free port if that one is
+# taken (exported to the tests as KESSAI_VPCD_ADDR); waits until a PC/SC client sees the
 # "Virtual PCD" reader; then runs the ignored real-stack tests with
 # KESSAI_TEST_PCSC=1 (so a missing stack fails instead of skipping).
 #
@@ -20,10 +21,9 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${KESSAI_PCSC_STATE:-/tmp/kessai-pcsc}"
 VPCD_PORT=35963
-VPCD_PORT_HEX=0x8C7B
 READER_NAME="Virtual PCD"
 STOCK_CONF=/etc/reader.conf.d/vpcd
-PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev opensc pcsc-tools pkg-config)
+PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev opensc pcsc-tools pkg-config iproute2)
 
 log() { printf '[pcsc.sh] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -55,26 +55,30 @@ else
 fi
 
 # --- 2. vpcd configuration ------------------------------------------------
-# vpcd's DEVICENAME "/dev/null:<port>" means: listen (server mode) on <port>;
-# the card side (our serve_vpcd) connects to it. Use the stock file if it
-# says port 35963; otherwise run pcscd on a private reader.conf.d that does.
-PCSCD_ARGS=(--foreground --debug)
-if [ -f "$STOCK_CONF" ] && grep -Eqi "^[[:space:]]*DEVICENAME[[:space:]]+/dev/null:(${VPCD_PORT_HEX}|${VPCD_PORT})[[:space:]]*$" "$STOCK_CONF"; then
-    log "stock $STOCK_CONF already has vpcd on port $VPCD_PORT"
-else
-    conf_dir="$STATE/reader.conf.d"
-    mkdir -p "$conf_dir"
-    lib="$(dpkg -L vsmartcard-vpcd | grep -E '/libifdvpcd\.so(\.[0-9.]+)?$' | head -n1)"
-    [ -n "$lib" ] || die "libifdvpcd.so not found in vsmartcard-vpcd"
-    cat >"$conf_dir/vpcd" <<CONF
+# vpcd's DEVICENAME "/dev/null:<port>" means: listen (server mode) on <port>
+# for slot 0 and <port>+1 for slot 1; the card side (`kessai card emulate`,
+# `serve_vpcd`) connects to it. The script always runs pcscd on a private
+# reader.conf.d so it can choose the port: 35963 (vpcd's default) if it and
+# 35964 are free, else another free pair. A port already taken makes vpcd's
+# bind() fail and pcscd silently drops the reader, so check first and say who
+# holds it. The tests find the port in KESSAI_VPCD_ADDR.
+VPCD_LIB="$(dpkg -L vsmartcard-vpcd | grep -E '/libifdvpcd\.so(\.[0-9.]+)?$' | head -n1)"
+[ -n "$VPCD_LIB" ] || die "libifdvpcd.so not found in vsmartcard-vpcd"
+
+port_listening() { ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q .; }
+pair_free() { ! port_listening "$1" && ! port_listening "$(($1 + 1))"; }
+
+write_conf() { # <port> -> prints the conf dir
+    local port="$1" dir="$STATE/reader.conf.d"
+    mkdir -p "$dir"
+    cat >"$dir/vpcd" <<CONF
 FRIENDLYNAME "$READER_NAME"
-DEVICENAME   /dev/null:$VPCD_PORT_HEX
-LIBPATH      $lib
-CHANNELID    $VPCD_PORT_HEX
+DEVICENAME   /dev/null:$port
+LIBPATH      $VPCD_LIB
+CHANNELID    $port
 CONF
-    log "stock vpcd config missing or on another port; using $conf_dir"
-    PCSCD_ARGS+=(--config "$conf_dir")
-fi
+    printf '%s' "$dir"
+}
 
 # --- 3. pcscd -------------------------------------------------------------
 vpcd_reader_visible() {
@@ -101,17 +105,53 @@ live_pcscd() {
 PIDFILE="$STATE/pcscd.pid"
 STARTED_PID=""
 stop_started_pcscd() {
-    if [ -n "$STARTED_PID" ] && [ "${KESSAI_PCSC_KEEP:-0}" != 1 ]; then
+    if [ -n "$STARTED_PID" ]; then
         log "stopping pcscd (pid $STARTED_PID)"
         "${SUDO[@]}" kill "$STARTED_PID" 2>/dev/null || true
         wait "$STARTED_PID" 2>/dev/null || true
         rm -f "$PIDFILE"
+        STARTED_PID=""
     fi
 }
-trap stop_started_pcscd EXIT
+on_exit() { [ "${KESSAI_PCSC_KEEP:-0}" = 1 ] || stop_started_pcscd; }
+trap on_exit EXIT
+
+# Start pcscd with vpcd on <port>; true once a PC/SC client lists the reader.
+# On failure print pcscd's start-up lines (where vpcd reports a failed bind)
+# and who listens on the ports, stop it, and return false.
+try_pcscd() {
+    local port="$1" conf log_file="$STATE/pcscd-$1.log"
+    conf="$(write_conf "$port")"
+    log "starting: pcscd --foreground --debug --config $conf (vpcd on port $port; log: $log_file)"
+    "${SUDO[@]}" pcscd --foreground --debug --config "$conf" >"$log_file" 2>&1 &
+    STARTED_PID=$!
+    echo "$STARTED_PID" >"$PIDFILE"
+    local deadline=$((SECONDS + 30))
+    until vpcd_reader_visible; do
+        if ! kill -0 "$STARTED_PID" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+            log "pcscd did not show the $READER_NAME reader (vpcd port $port); its start-up:"
+            grep -v -E 'winscard_svc|winscard_msg_srv|SVCServiceRunLoop|winscard\.c' "$log_file" | head -n 40 >&2 || true
+            log "listeners on ports $port-$((port + 1)):"
+            ss -Hltnp "( sport = :$port or sport = :$((port + 1)) )" >&2 || true
+            stop_started_pcscd
+            return 1
+        fi
+        sleep 0.2
+    done
+    log "pcscd ready (pid $STARTED_PID, vpcd on 127.0.0.1:$port)"
+    export KESSAI_VPCD_ADDR="127.0.0.1:$port"
+    echo "$port" >"$STATE/vpcd.port"
+    ln -sf "$log_file" "$STATE/pcscd.log"
+}
 
 if vpcd_reader_visible; then
-    log "a running pcscd already shows the $READER_NAME reader; reusing it"
+    # Kept from an earlier run of this script: it recorded its port.
+    port="$VPCD_PORT"
+    if [ -f "$PIDFILE" ] && is_live_pcscd "$(cat "$PIDFILE")" && [ -f "$STATE/vpcd.port" ]; then
+        port="$(cat "$STATE/vpcd.port")"
+    fi
+    log "a running pcscd already shows the $READER_NAME reader; reusing it (vpcd on 127.0.0.1:$port)"
+    export KESSAI_VPCD_ADDR="127.0.0.1:$port"
 else
     # A pcscd left over by an earlier run of this script (KESSAI_PCSC_KEEP=1)
     # that does not show the reader: stop it by its recorded pid.
@@ -131,27 +171,20 @@ else
     if live_pcscd; then
         die "a pcscd not started by this script is running without the $READER_NAME reader; stop it or restart it with vpcd configured ($STOCK_CONF)"
     fi
-    log "starting: pcscd ${PCSCD_ARGS[*]} (log: $STATE/pcscd.log)"
-    "${SUDO[@]}" pcscd "${PCSCD_ARGS[@]}" >"$STATE/pcscd.log" 2>&1 &
-    STARTED_PID=$!
-    echo "$STARTED_PID" >"$PIDFILE"
-
-    # Ready = a PC/SC client lists the vpcd reader. Poll, bounded.
-    deadline=$((SECONDS + 30))
-    until vpcd_reader_visible; do
-        if ! kill -0 "$STARTED_PID" 2>/dev/null; then
-            tail -n 50 "$STATE/pcscd.log" >&2 || true
-            die "pcscd exited during start-up"
+    # Candidate ports: the default, then a few others; skip taken ones.
+    ready=0
+    for port in "$VPCD_PORT" 36963 37963 38963 45963; do
+        if ! pair_free "$port"; then
+            log "port $port or $((port + 1)) is taken:"
+            ss -Hltnp "( sport = :$port or sport = :$((port + 1)) )" >&2 || true
+            continue
         fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            tail -n 50 "$STATE/pcscd.log" >&2 || true
-            die "pcscd did not show the $READER_NAME reader within 30 s"
-        fi
-        sleep 0.2
+        if try_pcscd "$port"; then ready=1; break; fi
     done
-    log "pcscd ready (pid $STARTED_PID)"
+    [ "$ready" = 1 ] || die "no pcscd start showed the $READER_NAME reader"
 fi
 opensc-tool --list-readers >&2 || true
+log "tests use KESSAI_VPCD_ADDR=$KESSAI_VPCD_ADDR"
 
 # --- 4. the tests -----------------------------------------------------------
 cd "$REPO_ROOT"

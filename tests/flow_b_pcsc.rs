@@ -6,7 +6,8 @@
 //! (the wallet reaching the card through PC/SC). Then the card's state
 //! file, the host's bill status and `kessai audit` must agree.
 //!
-//! Needs pcscd with vpcd on 127.0.0.1:35963 (`.ci/pcsc.sh` sets it up and
+//! Needs pcscd with vpcd on 127.0.0.1:35963, or where `KESSAI_VPCD_ADDR`
+//! says (`.ci/pcsc.sh` sets it up and
 //! runs this with `--features pcsc -- --ignored`).
 #![cfg(feature = "pcsc")]
 
@@ -159,14 +160,7 @@ fn purchase_through_pcsc_lite_with_every_party_a_process() {
     // The card goes into the vpcd reader.
     let _emulator = Killed(
         Command::new(env!("CARGO_BIN_EXE_kessai"))
-            .args([
-                "card",
-                "emulate",
-                "--state",
-                state_s,
-                "--vpcd",
-                "127.0.0.1:35963",
-            ])
+            .args(["card", "emulate", "--state", state_s])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -3,7 +3,8 @@
 //! client lists the reader, sees the ATR, selects the applet, opens an
 //! SCP03 session and performs a debit; `opensc-tool` sees the card too.
 //!
-//! Needs pcscd with vpcd on 127.0.0.1:35963 (`.ci/pcsc.sh` sets it up and
+//! Needs pcscd with vpcd on 127.0.0.1:35963, or where `KESSAI_VPCD_ADDR`
+//! says (`.ci/pcsc.sh` sets it up and
 //! runs this with `--features pcsc -- --ignored`).
 #![cfg(feature = "pcsc")]
 
@@ -61,7 +62,7 @@ fn debit_through_pcsc_lite_with_the_emulated_card() {
 
     let emulator = Emulator(
         Command::new(env!("CARGO_BIN_EXE_kessai"))
-            .args(["card", "emulate", "--state", s, "--vpcd", "127.0.0.1:35963"])
+            .args(["card", "emulate", "--state", s])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -43,7 +43,7 @@ pub enum CardCommand {
         #[arg(long)]
         state: PathBuf,
         /// vpcd address (pcscd's vpcd driver listens there).
-        #[arg(long, default_value = "127.0.0.1:35963")]
+        #[arg(long, env = "KESSAI_VPCD_ADDR", default_value = "127.0.0.1:35963")]
         vpcd: SocketAddr,
     },
 }

@@ -21,6 +21,18 @@ use kessai_card_io::{CardTransport, EchoSlot, TransportError};
 
 const READER: &str = "Virtual PCD";
 
+/// Where pcscd's vpcd driver listens: `KESSAI_VPCD_ADDR` (set by
+/// `.ci/pcsc.sh` when it had to move off the default port), else the default.
+fn vpcd_config() -> VpcdConfig {
+    let mut cfg = VpcdConfig::default();
+    if let Ok(addr) = std::env::var("KESSAI_VPCD_ADDR") {
+        cfg.addr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("KESSAI_VPCD_ADDR={addr:?}: {e}"));
+    }
+    cfg
+}
+
 /// Precondition failure: panic when the stack is required, else skip.
 fn unavailable(why: &str) -> bool {
     if std::env::var("KESSAI_TEST_PCSC").as_deref() == Ok("1") {
@@ -53,7 +65,7 @@ impl Server {
                 .build()
                 .expect("tokio runtime");
             let mut slot = EchoSlot::new();
-            let r = rt.block_on(serve_vpcd(&VpcdConfig::default(), &mut slot, async {
+            let r = rt.block_on(serve_vpcd(&vpcd_config(), &mut slot, async {
                 let _ = rx.await;
             }));
             (r, slot)
