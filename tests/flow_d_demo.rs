@@ -35,6 +35,11 @@ fn demo_flow_d_writes_verifiable_evidence_and_leaks_nothing() {
         "refused (password-expired)",
         "wrong-pin",
         "till-1 signalled",
+        "checked in the phone against its issuer-signed profile",
+        "in-phone card check refused the card",
+        "the card's matcher says no",
+        "matched on the card (claim 16)",
+        "fingerprint-authorized password with 800 JPY: settled",
         "signature verified",
         "12 phones paid 12 baskets concurrently over the link: 12 receipts printed",
     ] {
@@ -78,10 +83,13 @@ fn demo_flow_d_writes_verifiable_evidence_and_leaks_nothing() {
             .unwrap_or_else(|err| panic!("{} does not verify: {err}", file.display()));
         verified += 1;
     }
-    // 3 keyed/scanned/merchant-card sales + 12 short-range sales.
-    assert_eq!(verified, 15, "one signed receipt per settled sale");
+    // 4 keyed/scanned/merchant-card/fingerprint sales + 12 short-range
+    // sales.
+    assert_eq!(verified, 16, "one signed receipt per settled sale");
+    // Authorizations: 3 PIN (one expired unused) + merchant card +
+    // fingerprint + 12 short-range.
     assert_eq!(
-        sealed, 16,
+        sealed, 17,
         "one sealed cardholder payload per authorization"
     );
 }

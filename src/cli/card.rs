@@ -88,6 +88,10 @@ pub struct PersonalizeArgs {
     /// Owner (cardholder id) of a host-issued card.
     #[arg(long)]
     cardholder: Option<String>,
+    /// Enrol the cardholder's fingerprint on the card for on-card matching
+    /// (flow D claim 16): synthetic finger N on the simulated sensor.
+    #[arg(long)]
+    finger_seed: Option<u64>,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -172,6 +176,9 @@ async fn personalize(a: PersonalizeArgs) -> anyhow::Result<ExitCode> {
     };
     params.cardholder = cardholder;
     params.pin = pin;
+    if let Some(seed) = a.finger_seed {
+        params.fingerprint = Some(crate::cli::device::enrol_fingerprint(seed)?);
+    }
     let nvm = FileNvm::create(&a.state)?;
     let card = Card::personalize(params, nvm)
         .map_err(|e| anyhow::anyhow!("personalization refused: {e}"))?;
@@ -215,6 +222,7 @@ fn show(state: PathBuf, as_json: bool) -> anyhow::Result<ExitCode> {
         "lifecycle": format!("{:?}", s.lifecycle).to_lowercase(),
         "pan": s.pan_masked,
         "pin_tries_left": s.pin_tries_left,
+        "fingerprint_tries_left": s.fingerprint_tries_left,
         "log": log,
     });
     if as_json {

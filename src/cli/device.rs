@@ -136,13 +136,55 @@ impl SimulatedReader {
     /// A sensor presenting finger `finger_seed`; `touch_seed` seeds the
     /// noise of the impressions.
     pub fn new(finger_seed: u64, touch_seed: u64) -> Self {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(finger_seed);
-        let finger = kessai_biometric::synth::SyntheticFinger::generate(&mut rng);
         Self {
-            sensor: SimulatedSensor::from_seed(Some(finger), touch_seed),
+            sensor: simulated_sensor(finger_seed, touch_seed),
             matcher: Matcher::default(),
         }
     }
+}
+
+/// The simulated sensor with synthetic finger `finger_seed` on it (the same
+/// finger for the same seed in every command: flow A's device, flow D's
+/// card enrolment and phone).
+pub fn simulated_sensor(finger_seed: u64, touch_seed: u64) -> SimulatedSensor {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(finger_seed);
+    let finger = kessai_biometric::synth::SyntheticFinger::generate(&mut rng);
+    SimulatedSensor::from_seed(Some(finger), touch_seed)
+}
+
+/// One usable impression of finger `finger_seed` (a touch too poor to use
+/// is retried, as a user would touch again).
+pub fn live_fingerprint(finger_seed: u64) -> anyhow::Result<kessai_biometric::Template> {
+    let mut sensor = simulated_sensor(finger_seed, rand::random());
+    for _ in 0..MAX_ENROL_TOUCHES {
+        match sensor.capture() {
+            Ok(t) => return Ok(t),
+            Err(SensorError::PoorCapture { .. }) => continue,
+            Err(e) => bail!("fingerprint sensor: {e}"),
+        }
+    }
+    bail!("fingerprint sensor: no usable touch")
+}
+
+/// Enrols finger `finger_seed`: the best of several consistent touches, as
+/// an enrolment station would.
+pub fn enrol_fingerprint(finger_seed: u64) -> anyhow::Result<kessai_biometric::Template> {
+    let matcher = Matcher::default();
+    let mut impressions = Vec::with_capacity(ENROL_IMPRESSIONS);
+    for _ in 0..MAX_ENROL_TOUCHES {
+        impressions.push(live_fingerprint(finger_seed)?);
+        if impressions.len() < ENROL_IMPRESSIONS {
+            continue;
+        }
+        match kessai_biometric::enrol(&impressions, &matcher) {
+            Ok(t) => return Ok(t),
+            Err(kessai_biometric::EnrolError::Inconsistent { impression }) => {
+                impressions.remove(impression);
+            }
+            Err(e) => bail!("fingerprint enrolment: {e}"),
+        }
+    }
+    bail!("fingerprint enrolment: touches are not consistent")
 }
 
 fn to_record(t: &kessai_biometric::Template) -> Result<Template, ReaderError> {

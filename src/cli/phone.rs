@@ -58,11 +58,14 @@ pub enum PhoneCommand {
         /// The most the password may settle, e.g. "5000 JPY".
         #[arg(long)]
         cap: String,
-        /// How the customer is verified: `online-pin` (PIN block to the
-        /// host), `offline-pin` (the card checks it) or `secret` (the
-        /// registered secret from KESSAI_CARD_SECRET, claim 17).
-        #[arg(long, default_value = "online-pin")]
-        method: String,
+        #[command(flatten)]
+        verify: VerifyArgs,
+        /// Check the card in the phone first (claim 10) against this
+        /// issuer-signed card profile (the `profile` object of the card's
+        /// registration answer, as JSON); a card that fails is refused
+        /// before anything is sent to the host.
+        #[arg(long)]
+        profile: Option<PathBuf>,
         /// Also write the QR code as a PNG image.
         #[arg(long)]
         qr_png: Option<PathBuf>,
@@ -90,6 +93,8 @@ pub enum PhoneCommand {
         /// The POS terminal to signal.
         #[arg(long)]
         terminal: Option<String>,
+        #[command(flatten)]
+        verify: VerifyArgs,
     },
     /// Pay a basket at a POS over the short-range link (TCP).
     PayLink {
@@ -111,6 +116,8 @@ pub enum PhoneCommand {
         /// Card id (needed for `pcsc`).
         #[arg(long)]
         card_id: Option<String>,
+        #[command(flatten)]
+        verify: VerifyArgs,
     },
     /// Show the receipts the host pushed to this card's phone.
     Receipts {
@@ -124,6 +131,21 @@ pub enum PhoneCommand {
         #[arg(long, default_value_t = 0)]
         after: i64,
     },
+}
+
+/// How the customer verifies themself.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// `online-pin` (PIN block to the host), `offline-pin` (the card checks
+    /// it), `secret` (the registered secret from KESSAI_CARD_SECRET, claim
+    /// 17) or `fingerprint` (matched on the card, claim 16; the finger comes
+    /// from --finger-seed). PINs come from KESSAI_CARD_PIN.
+    #[arg(long, default_value = "online-pin")]
+    pub method: String,
+    /// With `--method fingerprint`: the synthetic finger the phone's
+    /// simulated sensor reads.
+    #[arg(long)]
+    pub finger_seed: Option<u64>,
 }
 
 /// `kessai phone` arguments.
@@ -172,8 +194,9 @@ pub async fn challenge(host: &Http) -> anyhow::Result<HostChallenge> {
 }
 
 /// The customer verification named by `method` (PIN / secret from the
-/// environment).
-pub fn verification(method: &str) -> anyhow::Result<CustomerVerification> {
+/// environment, fingerprint from the phone's sensor).
+pub fn verification(v: &VerifyArgs) -> anyhow::Result<CustomerVerification> {
+    let method = v.method.as_str();
     let pin = || -> anyhow::Result<Pin> {
         let p = std::env::var("KESSAI_CARD_PIN")
             .context("set KESSAI_CARD_PIN to the card's PIN (never on the command line)")?;
@@ -185,7 +208,13 @@ pub fn verification(method: &str) -> anyhow::Result<CustomerVerification> {
         "secret" => CustomerVerification::RegisteredSecret(
             std::env::var("KESSAI_CARD_SECRET").context("set KESSAI_CARD_SECRET")?,
         ),
-        other => bail!("unknown --method {other} (online-pin, offline-pin, secret)"),
+        "fingerprint" => {
+            let seed = v
+                .finger_seed
+                .context("--method fingerprint needs --finger-seed (the finger on the sensor)")?;
+            CustomerVerification::OnCardBiometric(crate::cli::device::live_fingerprint(seed)?)
+        }
+        other => bail!("unknown --method {other} (online-pin, offline-pin, secret, fingerprint)"),
     })
 }
 
@@ -248,16 +277,25 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<ExitCode> {
             card,
             card_id,
             cap,
-            method,
+            verify,
+            profile,
             qr_png,
             out,
         } => {
-            let host = Http::new(&host);
-            let public = host_public(&host).await?;
             let cap: Money = cap.parse().context("--cap, e.g. \"5000 JPY\"")?;
-            let v = verification(&method)?;
+            let v = verification(&verify)?;
             let (t, id) = open_card(&card, card_id.as_deref())?;
             let mut card = Relay::new(t);
+            if let Some(p) = &profile {
+                // Claim 10: before any network traffic.
+                let data = check_profile(&mut card, p)?;
+                println!(
+                    "card {} checked in the phone against its issuer-signed profile",
+                    data.card_id
+                );
+            }
+            let host = Http::new(&host);
+            let public = host_public(&host).await?;
             let g = authorize(&host, &public, &mut card, cap, &v).await?;
             let payload = g["qr_payload"].as_str().context("qr payload")?;
             println!(
@@ -283,6 +321,7 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<ExitCode> {
             items,
             currency,
             terminal,
+            verify,
         } => {
             let host = Http::new(&host);
             let public = host_public(&host).await?;
@@ -294,7 +333,7 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<ExitCode> {
                 total(&goods)?,
                 kessai_money::Currency::from_code(&currency)?,
             );
-            let v = verification("online-pin")?;
+            let v = verification(&verify)?;
             let (ct, _) = open_card(&card, None)?;
             let (mt, _) = open_card(&merchant_card, None)?;
             let (mut c, mut m) = (Relay::new(ct), Relay::new(mt));
@@ -326,11 +365,12 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<ExitCode> {
             basket,
             card,
             card_id,
+            verify,
         } => {
             let host = Http::new(&host);
             let public = host_public(&host).await?;
             let (key_ref, key) = read_link_key(&pos_key)?;
-            let v = verification("online-pin")?;
+            let v = verification(&verify)?;
             let (t, _) = open_card(&card, card_id.as_deref())?;
             let mut card = Relay::new(t);
             let r = pay_link(&pos, &key_ref, &key, &public, &mut card, &basket, &v).await?;
@@ -356,6 +396,35 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The claim-10 in-phone card check against a stored profile file (the
+/// `profile` object of the card's registration answer). Uses only the file
+/// and the card: nothing goes to the network.
+pub fn check_profile(
+    card: &mut impl kessai_card::harness::ApduTransport,
+    path: &std::path::Path,
+) -> anyhow::Result<kessai_flow_d::cardio::CardData> {
+    let v: Value = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("--profile {}", path.display()))?,
+    )
+    .context("--profile is not JSON")?;
+    let cose = B64.decode(v["cose"].as_str().context("profile: cose")?)?;
+    let key_ref: KeyRef = v["key_ref"]
+        .as_str()
+        .context("profile: key_ref")?
+        .parse()
+        .map_err(|e| anyhow::anyhow!("profile: key_ref: {e}"))?;
+    let pk: [u8; 32] = B64
+        .decode(v["public_key"].as_str().context("profile: public_key")?)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("profile: public_key is not 32 bytes"))?;
+    let key = VerifyingKey::from_bytes(&pk).context("profile: public_key")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    kessai_flow_d::phone::check_card_in_phone(card, &cose, &key_ref, &key, now)
+        .map_err(|e| anyhow::anyhow!("in-phone card check refused the card: {e}"))
 }
 
 /// Reads a POS link key file.
@@ -462,5 +531,55 @@ pub async fn pay_link(
         };
         let f = send(&mut link, &reply)?;
         write_frame(&mut wr, &f).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(method: &str, finger_seed: Option<u64>) -> VerifyArgs {
+        VerifyArgs {
+            method: method.into(),
+            finger_seed,
+        }
+    }
+
+    #[test]
+    fn fingerprint_method_reads_the_sensor_and_needs_a_finger() {
+        let e = verification(&args("fingerprint", None)).unwrap_err();
+        assert!(e.to_string().contains("--finger-seed"), "{e}");
+        match verification(&args("fingerprint", Some(3))).unwrap() {
+            CustomerVerification::OnCardBiometric(t) => assert!(!t.minutiae().is_empty()),
+            other => panic!("{other:?}"),
+        }
+        let e = verification(&args("iris", None)).unwrap_err();
+        assert!(e.to_string().contains("unknown --method iris"), "{e}");
+    }
+
+    #[test]
+    fn profile_file_errors_are_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("profile.json");
+        let mut card = kessai_card::Card::personalize(
+            kessai_card::PersonalizationParams::new(
+                "c-1".parse().unwrap(),
+                kessai_card::issuer_card_keys(
+                    &kessai_scp03::AesKey::Aes128([1; 16]),
+                    &"c-1".parse().unwrap(),
+                    1,
+                ),
+                kessai_money::Currency::from_code("JPY").unwrap(),
+                1,
+                [0; 32],
+            ),
+            kessai_card::MemNvm::new(),
+        )
+        .unwrap();
+        let e = check_profile(&mut card, &path).unwrap_err();
+        assert!(e.to_string().contains("--profile"), "{e}");
+        std::fs::write(&path, b"{\"cose\": \"AA\"}").unwrap();
+        let e = check_profile(&mut card, &path).unwrap_err();
+        assert!(e.to_string().contains("key_ref"), "{e}");
     }
 }

@@ -10,10 +10,13 @@
 //! 3. a wrong PIN (one try consumed, nothing issued);
 //! 4. the merchant-IC-card variant: both cards in the phone, the customer
 //!    enters the amount, the POS is signalled;
-//! 5. the short-range variant: a POS (`kessai pos serve-link` code) on a
+//! 5. the in-phone card check against the issuer-signed card profile
+//!    (claim 10), then a stranger's finger refused and the cardholder's
+//!    finger matched on the card (claim 16, CVM `02`) for a payment;
+//! 6. the short-range variant: a POS (`kessai pos serve-link` code) on a
 //!    TCP loopback link serves twelve phones at once, each paying its own
 //!    basket; one receipt per basket, no cross-talk;
-//! 6. with `--evidence-dir`, every receipt (signed) and sealed cardholder
+//! 7. with `--evidence-dir`, every receipt (signed) and sealed cardholder
 //!    payload (encrypted) with the host's public keys.
 
 use std::path::PathBuf;
@@ -65,6 +68,10 @@ fn test_pan(i: usize) -> String {
 const PAN: &str = "4000056655665556";
 const PIN: &str = "730519";
 const WRONG_PIN: &str = "111999";
+/// Taro's finger (synthetic finger on the simulated sensor), enrolled on
+/// his card; and somebody else's.
+const TARO_FINGER: u64 = 3;
+const OTHER_FINGER: u64 = 4;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 fn goods(items: &[(&str, u32, i64)]) -> Vec<LineItem> {
@@ -82,7 +89,12 @@ fn refusal_slug(e: &anyhow::Error) -> Option<String> {
     e.downcast_ref::<Refusal>().map(|r| r.problem.clone())
 }
 
-async fn issue(ctx: &DemoCtx, id: &str, pan: Option<&str>) -> anyhow::Result<PathBuf> {
+async fn issue(
+    ctx: &DemoCtx,
+    id: &str,
+    pan: Option<&str>,
+    finger: Option<u64>,
+) -> anyhow::Result<PathBuf> {
     let jpy = Currency::from_code("JPY")?;
     let cid: CardId = id.parse()?;
     let (_, keys) = card_security::issue_card(
@@ -105,6 +117,9 @@ async fn issue(ctx: &DemoCtx, id: &str, pan: Option<&str>) -> anyhow::Result<Pat
             expiry_yymm: "3012".into(),
             name: "TARO YAMADA".into(),
         });
+    }
+    if let Some(f) = finger {
+        p.fingerprint = Some(crate::cli::device::enrol_fingerprint(f)?);
     }
     let path = ctx.work_dir.join(format!("{id}.card"));
     Card::personalize(p, FileNvm::create(&path)?)
@@ -180,14 +195,22 @@ pub async fn run(evidence_dir: Option<PathBuf>) -> anyhow::Result<()> {
         )
         .await?;
     }
-    let card_path = issue(&ctx, "taro-card", Some(PAN)).await?;
-    let mcard_path = issue(&ctx, "konbini-d-card", None).await?;
-    ctx.admin_post(
-        "/v1/flow-d/admin/cards",
-        json!({"card_id": "taro-card", "pan": PAN, "expiry_yymm": "3012",
-               "funding_account": funding, "currency": "JPY", "pin": PIN}),
-    )
-    .await?;
+    let card_path = issue(&ctx, "taro-card", Some(PAN), Some(TARO_FINGER)).await?;
+    let mcard_path = issue(&ctx, "konbini-d-card", None, None).await?;
+    let registered = ctx
+        .admin_post(
+            "/v1/flow-d/admin/cards",
+            json!({"card_id": "taro-card", "pan": PAN, "expiry_yymm": "3012",
+                   "funding_account": funding, "currency": "JPY", "pin": PIN,
+                   "biometric_enrolled": true, "name": "TARO YAMADA"}),
+        )
+        .await?;
+    // The card profile goes to Taro's phone with the card (claim 10).
+    let profile_path = ctx.work_dir.join("taro-card.profile.json");
+    std::fs::write(
+        &profile_path,
+        serde_json::to_vec_pretty(registered.get("profile").context("card profile")?)?,
+    )?;
     ctx.admin_post(
         "/v1/flow-d/admin/merchant-cards",
         json!({"card_id": "konbini-d-card", "store_id": "konbini-d", "currency": "JPY"}),
@@ -376,13 +399,56 @@ pub async fn run(evidence_dir: Option<PathBuf>) -> anyhow::Result<()> {
         ),
     );
 
-    // ------------------------------------------------------------ 5. short range
-    println!("\n-- 5. short-range link: one POS, {PHONES} phones at once");
+    // ------------------------------------------------------------ 5. claims 10, 16
+    println!("\n-- 5. card checked in the phone; fingerprint matched on the card");
+    let (t, _) = open_card(&card_spec, None)?;
+    let mut card = Relay::new(t);
+    crate::cli::phone::check_profile(&mut card, &profile_path)?;
+    ctx.say(
+        "phone",
+        "taro-card checked in the phone against its issuer-signed profile before anything was sent (claim 10)",
+    );
+    let (mt, _) = open_card(&CardSpec::State(mcard_path.clone()), None)?;
+    match crate::cli::phone::check_profile(&mut Relay::new(mt), &profile_path) {
+        Err(e) => ctx.say("phone", format!("another card in the reader: {e}")),
+        Ok(_) => bail!("the in-phone check accepted another card"),
+    }
+    let stranger =
+        CustomerVerification::OnCardBiometric(crate::cli::device::live_fingerprint(OTHER_FINGER)?);
+    match authorize(&host, &public, &mut card, Money::new(2_000, jpy), &stranger).await {
+        Err(e) if e.to_string().contains("cardholder verification failed") => ctx.say(
+            "card",
+            "somebody else's finger on the phone's sensor: the card's matcher says no; no authorization sent",
+        ),
+        other => bail!("a stranger's finger was not refused by the card: {other:?}"),
+    }
+    let live =
+        CustomerVerification::OnCardBiometric(crate::cli::device::live_fingerprint(TARO_FINGER)?);
+    let g = authorize(&host, &public, &mut card, Money::new(2_000, jpy), &live).await?;
+    ctx.say(
+        "card",
+        "Taro's finger matched on the card (claim 16): CVM 02 bound into the cryptogram; password issued",
+    );
+    redeem(
+        &host,
+        json!({"terminal_id": "till-2", "password": g["password"], "amount_minor": 800,
+               "currency": "JPY", "goods": goods(&[("sandwich", 2, 400)])}),
+    )
+    .await?;
+    let total = balance(&ctx, &funding).await?;
+    ensure!(total == -(510 + 1_200 + 2_500 + 800), "ledger: {total}");
+    ctx.say(
+        "pos",
+        "till-2 keyed in the fingerprint-authorized password with 800 JPY: settled",
+    );
+
+    // ------------------------------------------------------------ 6. short range
+    println!("\n-- 6. short-range link: one POS, {PHONES} phones at once");
     let mut phones = Vec::new();
     for i in 0..PHONES {
         let id = format!("phone-card-{i:02}");
         let pan = test_pan(i);
-        let path = issue(&ctx, &id, Some(&pan)).await?;
+        let path = issue(&ctx, &id, Some(&pan), None).await?;
         ctx.admin_post(
             "/v1/flow-d/admin/cards",
             json!({"card_id": id, "pan": pan, "expiry_yymm": "3012",

@@ -15,9 +15,9 @@ use zeroize::Zeroizing;
 
 use crate::nvm::{Nvm, NvmError};
 use crate::records::{
-    Identity, LOG_CAPACITY, Lifecycle, LogKind, LogRecord, PinState, Purse, REC_IDENTITY,
-    REC_LIFECYCLE, REC_PIN, REC_PURSE, REC_RNG, REC_SEQUENCE, Reader, StoredCardholder, Writer,
-    commit, log_slot, recover,
+    BioState, Identity, LOG_CAPACITY, Lifecycle, LogKind, LogRecord, PinState, Purse, REC_BIO,
+    REC_IDENTITY, REC_LIFECYCLE, REC_PIN, REC_PURSE, REC_RNG, REC_SEQUENCE, Reader,
+    StoredCardholder, Writer, commit, log_slot, recover,
 };
 use crate::{AID, CardError, PersonalizationParams, application_cryptogram, atr, pin_verifier};
 
@@ -26,6 +26,15 @@ const INS_INITIALIZE_UPDATE: u8 = 0x50;
 const INS_EXTERNAL_AUTHENTICATE: u8 = 0x82;
 const INS_GET_CHALLENGE: u8 = 0x84;
 const INS_VERIFY: u8 = 0x20;
+/// VERIFY with BER-TLV data (ISO/IEC 7816-4 odd INS), used for biometric
+/// verification data as in ISO/IEC 7816-11.
+const INS_VERIFY_BIO: u8 = 0x21;
+/// VERIFY P2 of the fingerprint reference (specific reference data 1).
+const P2_BIO_REFERENCE: u8 = 0x81;
+/// Tag of the biometric data template (ISO/IEC 7816-11) and of the
+/// biometric data inside it.
+const TAG_BIO_TEMPLATE: [u8; 2] = [0x7F, 0x2E];
+const TAG_BIO_DATA: u8 = 0x81;
 const INS_READ_BALANCE: u8 = 0x5C;
 const INS_DEBIT: u8 = 0x54;
 const INS_CREDIT: u8 = 0x52;
@@ -51,6 +60,7 @@ struct Persistent {
     purse: Purse,
     log: Vec<Option<LogRecord>>,
     pin: Option<PinState>,
+    bio: Option<BioState>,
     /// Next SCP03 sequence counter value to use.
     sequence: u32,
     /// Challenge-generator values below this are reserved (used or in use).
@@ -67,6 +77,8 @@ struct Volatile {
     handshake: Option<CardHandshake>,
     session: Option<CardSession>,
     pin_verified: bool,
+    /// A live fingerprint matched the reference since the last SELECT.
+    bio_verified: bool,
     rng_next: u64,
     rng_end: u64,
 }
@@ -124,6 +136,8 @@ pub struct CardSnapshot {
     pub pan_masked: Option<String>,
     /// PIN tries left, if a PIN is set.
     pub pin_tries_left: Option<u8>,
+    /// Fingerprint comparison tries left, if a fingerprint is enrolled.
+    pub fingerprint_tries_left: Option<u8>,
 }
 
 fn nvm_status(_: NvmError) -> Status {
@@ -158,6 +172,10 @@ impl Persistent {
             Some(b) => Some(PinState::decode(&b)?),
             None => None,
         };
+        let bio = match nvm.read(REC_BIO)? {
+            Some(b) => Some(BioState::decode(&b)?),
+            None => None,
+        };
         // Values the rest of the applet relies on without re-checking.
         if CardId::new(identity.card_id.clone()).is_err() {
             return Err(CardError::Corrupt("card id"));
@@ -181,6 +199,7 @@ impl Persistent {
             purse,
             log,
             pin,
+            bio,
             sequence,
             rng_reserved,
         })
@@ -229,16 +248,121 @@ fn scp_status(e: &Scp03Error) -> Status {
 }
 
 /// Encodes a BER-TLV with a one- or two-byte tag and a short length.
+/// Appends a BER-TLV with a definite length (values up to 65 535 bytes).
 fn tlv(out: &mut Vec<u8>, tag: &[u8], value: &[u8]) {
     out.extend_from_slice(tag);
-    if value.len() > 127 {
-        out.push(0x81);
+    match value.len() {
+        n @ 0..=0x7F => out.push(n as u8),
+        n @ 0x80..=0xFF => out.extend_from_slice(&[0x81, n as u8]),
+        n => out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
     }
-    out.push(value.len() as u8);
     out.extend_from_slice(value);
 }
 
 /// Packs ASCII digits as BCD, padding an odd count with `F`.
+/// A verification reference with a persistent try counter.
+trait TryCounted: Clone {
+    /// The NVM record it lives in.
+    const RECORD: crate::RecordId;
+    fn tries_left(&self) -> u8;
+    fn max_tries(&self) -> u8;
+    fn with_tries(&self, tries_left: u8) -> Self;
+    fn encode(&self) -> Vec<u8>;
+    /// Puts the new state into the RAM mirror.
+    fn store(p: &mut Persistent, s: Self);
+}
+
+impl TryCounted for PinState {
+    const RECORD: crate::RecordId = REC_PIN;
+    fn tries_left(&self) -> u8 {
+        self.tries_left
+    }
+    fn max_tries(&self) -> u8 {
+        self.max_tries
+    }
+    fn with_tries(&self, tries_left: u8) -> Self {
+        Self {
+            tries_left,
+            ..self.clone()
+        }
+    }
+    fn encode(&self) -> Vec<u8> {
+        PinState::encode(self)
+    }
+    fn store(p: &mut Persistent, s: Self) {
+        p.pin = Some(s);
+    }
+}
+
+impl TryCounted for BioState {
+    const RECORD: crate::RecordId = REC_BIO;
+    fn tries_left(&self) -> u8 {
+        self.tries_left
+    }
+    fn max_tries(&self) -> u8 {
+        self.max_tries
+    }
+    fn with_tries(&self, tries_left: u8) -> Self {
+        Self {
+            tries_left,
+            ..self.clone()
+        }
+    }
+    fn encode(&self) -> Vec<u8> {
+        BioState::encode(self)
+    }
+    fn store(p: &mut Persistent, s: Self) {
+        p.bio = Some(s);
+    }
+}
+
+/// VERIFY with empty data: `9000` if verified since SELECT, else the tries
+/// left (`63Cx`) or blocked (`6983`).
+fn verification_status(verified: bool, tries_left: u8) -> Result<(), Status> {
+    if verified {
+        Ok(())
+    } else if tries_left == 0 {
+        Err(Status::OperationBlocked)
+    } else {
+        Err(Status::RemainingRetries(tries_left))
+    }
+}
+
+/// Reads one BER-TLV length at the start of `b`: (length, bytes used).
+fn ber_length(b: &[u8]) -> Option<(usize, usize)> {
+    match *b.first()? {
+        n @ 0..=0x7F => Some((usize::from(n), 1)),
+        0x81 => Some((usize::from(*b.get(1)?), 2)),
+        0x82 => Some((usize::from(u16::from_be_bytes([*b.get(1)?, *b.get(2)?])), 3)),
+        _ => None,
+    }
+}
+
+/// The biometric data of a `7F2E L { 81 L data }` template filling all of
+/// `b` (nothing before, between or after).
+fn biometric_data(b: &[u8]) -> Option<&[u8]> {
+    let rest = b.strip_prefix(&TAG_BIO_TEMPLATE)?;
+    let (outer, used) = ber_length(rest)?;
+    let inner = rest.get(used..)?;
+    if inner.len() != outer {
+        return None;
+    }
+    let inner = inner.strip_prefix(&[TAG_BIO_DATA])?;
+    let (n, used) = ber_length(inner)?;
+    let data = inner.get(used..)?;
+    (data.len() == n && n > 0).then_some(data)
+}
+
+/// Wraps an ISO/IEC 19794-2 record as VERIFY (biometric) command data:
+/// `7F2E L { 81 L record }`.
+pub fn biometric_verify_data(record: &[u8]) -> Vec<u8> {
+    let mut inner = Vec::with_capacity(record.len() + 4);
+    tlv(&mut inner, &[TAG_BIO_DATA], record);
+    let mut out = Vec::with_capacity(inner.len() + 5);
+    tlv(&mut out, &TAG_BIO_TEMPLATE, &inner);
+    out
+}
+
 fn bcd(digits: &[u8]) -> Vec<u8> {
     digits
         .chunks(2)
@@ -320,6 +444,9 @@ impl<N: Nvm> Card<N> {
         if !(1..=15).contains(&params.pin_max_tries) {
             return Err(CardError::InvalidParams("PIN tries must be 1..=15"));
         }
+        if !(1..=15).contains(&params.bio_max_tries) {
+            return Err(CardError::InvalidParams("fingerprint tries must be 1..=15"));
+        }
         let cardholder = match &params.cardholder {
             None => None,
             Some(c) => {
@@ -374,6 +501,20 @@ impl<N: Nvm> Card<N> {
                 verifier: pin_verifier(&identity.pin_key, &identity.card_id, &digits),
             }
         });
+        let bio = match &params.fingerprint {
+            None => None,
+            Some(t) => {
+                let reference = Zeroizing::new(t.to_iso19794_2());
+                if reference.len() > crate::nvm::MAX_RECORD_LEN - 3 {
+                    return Err(CardError::InvalidParams("fingerprint template too large"));
+                }
+                Some(BioState {
+                    tries_left: params.bio_max_tries,
+                    max_tries: params.bio_max_tries,
+                    reference,
+                })
+            }
+        };
         let purse = Purse {
             balance_minor: params.initial_balance_minor as u64,
             counter: 0,
@@ -384,11 +525,15 @@ impl<N: Nvm> Card<N> {
             nvm.erase(log_slot(i as u16))?;
         }
         nvm.erase(REC_PIN)?;
+        nvm.erase(REC_BIO)?;
         nvm.erase(crate::records::REC_JOURNAL)?;
         nvm.write(REC_LIFECYCLE, &[Lifecycle::Personalized.byte()])?;
         nvm.write(REC_PURSE, &purse.encode())?;
         if let Some(p) = &pin {
             nvm.write(REC_PIN, &p.encode())?;
+        }
+        if let Some(b) = &bio {
+            nvm.write(REC_BIO, &b.encode())?;
         }
         nvm.write(REC_SEQUENCE, &u64_record(0))?;
         nvm.write(REC_RNG, &u64_record(0))?;
@@ -475,6 +620,7 @@ impl<N: Nvm> Card<N> {
             log: self.p.log_newest_first(LOG_CAPACITY),
             pan_masked,
             pin_tries_left: self.p.pin.as_ref().map(|p| p.tries_left),
+            fingerprint_tries_left: self.p.bio.as_ref().map(|b| b.tries_left),
         }
     }
 
@@ -534,7 +680,10 @@ impl<N: Nvm> Card<N> {
             return Err(Status::ClassNotSupported);
         }
         let sm = cla & 0x04 != 0;
-        if view.extended && !(base == 0x80 && ins == INS_READ_LOG) {
+        if view.extended
+            && !(base == 0x80 && ins == INS_READ_LOG)
+            && !(base == 0x00 && ins == INS_VERIFY_BIO)
+        {
             return Err(Status::WrongLength);
         }
         let header = [cla, ins, view.p1, view.p2];
@@ -630,6 +779,7 @@ impl<N: Nvm> Card<N> {
         match (c.cla, c.ins) {
             (0x00, INS_GET_CHALLENGE) => self.get_challenge(c, reply),
             (0x00, INS_VERIFY) => self.verify(c),
+            (0x00, INS_VERIFY_BIO) => self.verify_fingerprint(c),
             (0x80, INS_READ_BALANCE) => self.read_balance(c, reply),
             (0x80, INS_DEBIT) => self.purse_update(c, LogKind::Debit, reply),
             (0x80, INS_CREDIT) => self.purse_update(c, LogKind::Credit, reply),
@@ -642,7 +792,7 @@ impl<N: Nvm> Card<N> {
             (0x80, INS_INITIALIZE_UPDATE | INS_EXTERNAL_AUTHENTICATE) | (0x00, INS_SELECT) => {
                 Err(Status::ConditionsOfUseNotSatisfied)
             }
-            (0x80, INS_GET_CHALLENGE | INS_VERIFY | INS_SELECT)
+            (0x80, INS_GET_CHALLENGE | INS_VERIFY | INS_VERIFY_BIO | INS_SELECT)
             | (
                 0x00,
                 INS_READ_BALANCE
@@ -674,9 +824,10 @@ impl<N: Nvm> Card<N> {
     }
 
     fn select(&mut self, p1: u8, p2: u8, data: &[u8], reply: &mut Vec<u8>) -> Result<(), Status> {
-        // Any SELECT ends the session and the PIN status.
+        // Any SELECT ends the session and the PIN / fingerprint status.
         self.drop_session();
         self.v.pin_verified = false;
+        self.v.bio_verified = false;
         if p1 != 0x04 || (p2 != 0x00 && p2 != 0x0C) {
             return Err(Status::IncorrectP1OrP2Parameter);
         }
@@ -799,6 +950,35 @@ impl<N: Nvm> Card<N> {
         Ok(())
     }
 
+    /// Counts one verification attempt against `state` (PIN or fingerprint
+    /// reference): the decremented try counter is written *before*
+    /// `matches` runs, and the counter is restored only after a match, so a
+    /// torn attempt is a failed attempt or none at all. Returns whether it
+    /// matched; on a mismatch the error carries the tries left.
+    fn counted_attempt<S: TryCounted>(
+        &mut self,
+        state: &S,
+        matches: impl FnOnce() -> bool,
+    ) -> Result<(), Status> {
+        if state.tries_left() == 0 {
+            return Err(Status::OperationBlocked);
+        }
+        let after = state.with_tries(state.tries_left() - 1);
+        if let Err(e) = self.nvm.write(S::RECORD, &after.encode()) {
+            return Err(self.go_mute(e));
+        }
+        S::store(&mut self.p, after.clone());
+        if !matches() {
+            return Err(Status::RemainingRetries(after.tries_left()));
+        }
+        let reset = after.with_tries(after.max_tries());
+        if let Err(e) = self.nvm.write(S::RECORD, &reset.encode()) {
+            return Err(self.go_mute(e));
+        }
+        S::store(&mut self.p, reset);
+        Ok(())
+    }
+
     fn verify(&mut self, c: &Cmd<'_>) -> Result<(), Status> {
         if c.p1 != 0x00 || c.p2 != 0x80 {
             return Err(Status::IncorrectP1OrP2Parameter);
@@ -810,42 +990,55 @@ impl<N: Nvm> Card<N> {
             return Err(Status::KeyReferenceNotFound);
         };
         if c.data.is_empty() {
-            if self.v.pin_verified {
-                return Ok(());
-            }
-            if pin.tries_left == 0 {
-                return Err(Status::OperationBlocked);
-            }
-            return Err(Status::RemainingRetries(pin.tries_left));
+            return verification_status(self.v.pin_verified, pin.tries_left);
         }
         if c.data.len() != 8 {
             return Err(Status::WrongLength);
         }
         let digits = parse_pin_block(c.data).ok_or(Status::IncorrectDataParameter)?;
-        if pin.tries_left == 0 {
-            return Err(Status::OperationBlocked);
-        }
         self.v.pin_verified = false;
-        // Count the attempt first: a torn attempt is a failed attempt.
-        let mut after = pin.clone();
-        after.tries_left -= 1;
-        if let Err(e) = self.nvm.write(REC_PIN, &after.encode()) {
-            return Err(self.go_mute(e));
+        let (key, card_id) = (
+            self.p.identity.pin_key.clone(),
+            self.p.identity.card_id.clone(),
+        );
+        self.counted_attempt(&pin, || {
+            bool::from(pin_verifier(&key, &card_id, &digits).ct_eq(&pin.verifier))
+        })?;
+        self.v.pin_verified = true;
+        Ok(())
+    }
+
+    /// VERIFY (biometric, claim 16): compares a live fingerprint (ISO/IEC
+    /// 19794-2 record in a `7F2E { 81 }` template) with the enrolled
+    /// reference using the on-card matcher. Like the PIN: the try counter is
+    /// decremented in memory before the comparison and restored only after
+    /// a match; empty data asks the status.
+    fn verify_fingerprint(&mut self, c: &Cmd<'_>) -> Result<(), Status> {
+        if c.p1 != 0x00 || c.p2 != P2_BIO_REFERENCE {
+            return Err(Status::IncorrectP1OrP2Parameter);
         }
-        self.p.pin = Some(after.clone());
-        let candidate = pin_verifier(&self.p.identity.pin_key, &self.p.identity.card_id, &digits);
-        if bool::from(candidate.ct_eq(&pin.verifier)) {
-            let mut reset = after;
-            reset.tries_left = reset.max_tries;
-            if let Err(e) = self.nvm.write(REC_PIN, &reset.encode()) {
-                return Err(self.go_mute(e));
-            }
-            self.p.pin = Some(reset);
-            self.v.pin_verified = true;
-            Ok(())
-        } else {
-            Err(Status::RemainingRetries(after.tries_left))
+        if self.p.lifecycle != Lifecycle::Personalized {
+            return Err(Status::FunctionNotSupported);
         }
+        let Some(bio) = self.p.bio.clone() else {
+            return Err(Status::KeyReferenceNotFound);
+        };
+        if c.data.is_empty() {
+            return verification_status(self.v.bio_verified, bio.tries_left);
+        }
+        let record = biometric_data(c.data).ok_or(Status::IncorrectDataParameter)?;
+        let probe = kessai_biometric::Template::from_iso19794_2(record)
+            .map_err(|_| Status::IncorrectDataParameter)?;
+        let reference = kessai_biometric::Template::from_iso19794_2(&bio.reference)
+            .map_err(|_| Status::UnspecifiedCheckingError)?;
+        self.v.bio_verified = false;
+        self.counted_attempt(&bio, || {
+            kessai_biometric::Matcher::default()
+                .verify(&probe, &reference)
+                .is_match()
+        })?;
+        self.v.bio_verified = true;
+        Ok(())
     }
 
     fn read_balance(&mut self, c: &Cmd<'_>, reply: &mut Vec<u8>) -> Result<(), Status> {
@@ -1001,7 +1194,12 @@ impl<N: Nvm> Card<N> {
             .checked_add(1)
             .ok_or(Status::FunctionNotSupported)?;
         self.write_purse(Purse { counter, ..old })?;
-        let cvm = u8::from(self.v.pin_verified);
+        // CVM result: 02 on-card fingerprint match, 01 offline PIN, 00 none.
+        let cvm = if self.v.bio_verified {
+            2
+        } else {
+            u8::from(self.v.pin_verified)
+        };
         let ac = application_cryptogram(
             &self.p.identity.cryptogram_key,
             &challenge,

@@ -52,7 +52,7 @@ pub mod records;
 
 use std::fmt;
 
-pub use applet::{Card, CardSnapshot, format2_pin_block};
+pub use applet::{Card, CardSnapshot, biometric_verify_data, format2_pin_block};
 pub use nvm::{MemNvm, Nvm, NvmError, RecordId};
 pub use records::{Lifecycle, LogKind, LogRecord};
 
@@ -163,13 +163,20 @@ pub struct PersonalizationParams {
     pub pin: Option<Pin>,
     /// PIN tries before blocking (1..=15).
     pub pin_max_tries: u8,
+    /// Optional fingerprint reference template for on-card comparison
+    /// (flow D claim 16); stored as an ISO/IEC 19794-2 record, never
+    /// readable from outside the card.
+    pub fingerprint: Option<kessai_biometric::Template>,
+    /// Fingerprint comparison tries before blocking (1..=15).
+    pub bio_max_tries: u8,
     /// Injected randomness: keys the card's challenge generator and its PIN
     /// verification data.
     pub seed: [u8; 32],
 }
 
 impl PersonalizationParams {
-    /// Parameters with zero balance, no cardholder data, no PIN, 3 PIN tries.
+    /// Parameters with zero balance, no cardholder data, no PIN (3 tries),
+    /// no fingerprint (5 tries).
     pub fn new(
         card_id: CardId,
         keys: IssuerCardKeys,
@@ -187,6 +194,8 @@ impl PersonalizationParams {
             cardholder: None,
             pin: None,
             pin_max_tries: 3,
+            fingerprint: None,
+            bio_max_tries: 5,
             seed,
         }
     }
@@ -195,7 +204,8 @@ impl PersonalizationParams {
 /// The flow-D card cryptogram (like an EMV ARQC): AES-CMAC under the
 /// card's application-cryptogram key over
 /// `host challenge (8) ‖ amount (8) ‖ currency numeric (2) ‖ counter (4) ‖
-/// CVM result (1: 00 none, 01 offline PIN verified) ‖ card id (ASCII)`.
+/// CVM result (1: 00 none, 01 offline PIN verified, 02 fingerprint matched
+/// on the card) ‖ card id (ASCII)`.
 /// The issuer recomputes it to verify GENERATE CRYPTOGRAM responses.
 pub fn application_cryptogram(
     key: &AesKey,

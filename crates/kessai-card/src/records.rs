@@ -28,6 +28,8 @@ pub const REC_PIN: RecordId = RecordId(0x0004);
 pub const REC_SEQUENCE: RecordId = RecordId(0x0005);
 /// Record: challenge generator reservation.
 pub const REC_RNG: RecordId = RecordId(0x0006);
+/// Record: fingerprint reference template and its try counter (claim 16).
+pub const REC_BIO: RecordId = RecordId(0x0007);
 /// Record: the journal.
 pub const REC_JOURNAL: RecordId = RecordId(0x00FF);
 /// First log slot record; slot `i` is `LOG_BASE + i`.
@@ -181,6 +183,16 @@ pub(crate) struct PinState {
     pub(crate) tries_left: u8,
     pub(crate) max_tries: u8,
     pub(crate) verifier: [u8; 32],
+}
+
+/// Biometric reference data: an ISO/IEC 19794-2 finger minutiae record
+/// enrolled at personalization, and the comparison try counter. Never
+/// leaves the card: no command reads it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct BioState {
+    pub(crate) tries_left: u8,
+    pub(crate) max_tries: u8,
+    pub(crate) reference: Zeroizing<Vec<u8>>,
 }
 
 // ---- byte encoding helpers ----
@@ -392,6 +404,31 @@ impl PinState {
             return Err(CardError::Corrupt("PIN try counter"));
         }
         Ok(p)
+    }
+}
+
+impl BioState {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(FORMAT_VERSION).u8(self.tries_left).u8(self.max_tries);
+        w.0.extend_from_slice(&self.reference);
+        w.0
+    }
+    pub(crate) fn decode(b: &[u8]) -> Result<Self, CardError> {
+        let [version, tries_left, max_tries, reference @ ..] = b else {
+            return Err(CardError::Corrupt("biometric record"));
+        };
+        if *version != FORMAT_VERSION {
+            return Err(CardError::Corrupt("unknown biometric format"));
+        }
+        if tries_left > max_tries || reference.is_empty() {
+            return Err(CardError::Corrupt("biometric record"));
+        }
+        Ok(Self {
+            tries_left: *tries_left,
+            max_tries: *max_tries,
+            reference: Zeroizing::new(reference.to_vec()),
+        })
     }
 }
 

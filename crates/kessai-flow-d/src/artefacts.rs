@@ -273,6 +273,15 @@ impl Artefact for CardProfile {
     const VERSION: u32 = 1;
 }
 
+/// Signs a card profile (issuer side, at enrolment).
+pub fn sign_card_profile(
+    p: &CardProfile,
+    key: &SigningKey,
+    key_ref: &KeyRef,
+) -> Result<Vec<u8>, FlowDError> {
+    Ok(cose::sign_artefact(p, key, key_ref)?)
+}
+
 /// The PAN digest used in [`CardProfile`].
 pub fn profile_pan_digest(card_id: &CardId, pan_digits: &[u8]) -> [u8; 32] {
     kessai_crypto::digest::sha256(&[card_id.as_str().as_bytes(), &[0], pan_digits])

@@ -195,6 +195,34 @@ pub fn generate_cryptogram(
     })
 }
 
+/// VERIFY (biometric) on the card (claim 16): sends the live fingerprint
+/// (ISO/IEC 19794-2 record from the phone's sensor) for comparison with the
+/// template enrolled in the card; a match makes the card's next cryptogram
+/// carry CVM `02`. The phone never sees the reference template.
+/// `63Cx` is [`FlowDError::WrongPin`] (no match, x tries left), `6983`
+/// [`FlowDError::PinLocked`], `6A88` (no fingerprint enrolled)
+/// [`FlowDError::CvmNotAvailable`].
+pub fn verify_fingerprint_on_card(
+    card: &mut impl ApduTransport,
+    live: &kessai_biometric::Template,
+) -> Result<(), FlowDError> {
+    let data = Zeroizing::new(kessai_card::biometric_verify_data(&live.to_iso19794_2()));
+    let len = u16::try_from(data.len()).map_err(|_| FlowDError::Encoding("fingerprint record"))?;
+    // Extended length: a minutiae record is usually above 255 bytes.
+    let mut apdu = Zeroizing::new(vec![0x00, 0x21, 0x00, 0x81, 0x00]);
+    apdu.extend_from_slice(&len.to_be_bytes());
+    apdu.extend_from_slice(&data);
+    match sw(&card.transmit_apdu(&apdu))?.0 {
+        0x9000 => Ok(()),
+        s if s & 0xFFF0 == 0x63C0 => Err(FlowDError::WrongPin {
+            tries_left: (s & 0x0F) as u8,
+        }),
+        0x6983 => Err(FlowDError::PinLocked),
+        0x6A88 => Err(FlowDError::CvmNotAvailable),
+        s => Err(FlowDError::CardStatus(s)),
+    }
+}
+
 /// Offline VERIFY PIN on the card (format-2 plaintext PIN block, as EMV
 /// offline plaintext PIN). Success makes the card's next cryptogram carry
 /// CVM `01`. `63Cx` is [`FlowDError::WrongPin`], `6983` [`FlowDError::PinLocked`].

@@ -47,7 +47,7 @@
 //! | 13 | application server between network and POS hosting the authorization server | deployment (same host API) |
 //! | 14 | one POS with several phones at once | [`pos::SessionId`], sessions bound to connections |
 //! | 15 | settlement result also shown on the phone | [`host::Effect::PushReceiptToPhone`], [`pos::PosToPhone::Receipt`] |
-//! | 16 | fingerprint matched on the card | [`host::Cvm::OnCardBiometric`] (CVM byte `02` bound into the cryptogram) |
+//! | 16 | fingerprint matched on the card | the applet's VERIFY (biometric) runs the matcher on the card ([`cardio::verify_fingerprint_on_card`]); [`host::Cvm::OnCardBiometric`] (CVM byte `02` bound into the cryptogram) |
 //! | 17 | secret known only to the user | [`host::CvmMethod::RegisteredSecret`] (keyed digest at the host) |
 //! | 18, 19 | missing from the seed text we have (it jumps from 17 to 20) | — |
 //! | 20 | the terminal is a mobile telephone | [`phone`] |

@@ -50,8 +50,10 @@ pub enum CustomerVerification {
     OnlinePin(Pin),
     /// PIN verified by the card.
     OfflinePin(Pin),
-    /// Fingerprint matched on the card (claim 16); the card sets CVM `02`.
-    OnCardBiometric,
+    /// Fingerprint matched on the card (claim 16): the live impression from
+    /// the phone's sensor goes to the card, whose matcher compares it with
+    /// the enrolled template and sets CVM `02` on a match.
+    OnCardBiometric(kessai_biometric::Template),
     /// A secret registered in advance (claim 17).
     RegisteredSecret(String),
 }
@@ -61,7 +63,7 @@ impl CustomerVerification {
         match self {
             Self::OnlinePin(_) => CvmMethod::OnlinePin,
             Self::OfflinePin(_) => CvmMethod::OfflinePin,
-            Self::OnCardBiometric => CvmMethod::OnCardBiometric,
+            Self::OnCardBiometric(_) => CvmMethod::OnCardBiometric,
             Self::RegisteredSecret(_) => CvmMethod::RegisteredSecret,
         }
     }
@@ -91,8 +93,12 @@ fn customer_part(
         .ok()
         .filter(|a| *a > 0)
         .ok_or(FlowDError::BadAmount)?;
-    if let CustomerVerification::OfflinePin(pin) = verification {
-        cardio::verify_pin_offline(card, pin)?;
+    match verification {
+        CustomerVerification::OfflinePin(pin) => cardio::verify_pin_offline(card, pin)?,
+        CustomerVerification::OnCardBiometric(live) => {
+            cardio::verify_fingerprint_on_card(card, live)?;
+        }
+        _ => {}
     }
     let auth = cardio::generate_cryptogram(
         card,

@@ -175,40 +175,58 @@ fn offline_pin_biometric_and_registered_secret_verify_the_customer() {
         Err(FlowDError::WrongPin { tries_left: 2 })
     );
 
-    // On-card fingerprint (claim 16): a matcher card sets CVM 02.
+    // On-card fingerprint (claim 16): the card's matcher compares the live
+    // impression with its enrolled template and sets CVM 02.
     let mut r = rng(8);
-    let mut bio = BiometricCard {
-        inner: customer_card("card-b", PAN_B, 2),
-        card_id: id("card-b"),
-        matched: true,
-    };
+    let mut fingers = Fingers::new(8);
+    let mut bio = fingers.enrolled_card("card-b", PAN_B, 2);
     let ch = w.store.issue_challenge(&w.host, &mut r, NOW).unwrap();
+    let live = fingers.touch(true);
     let req = build_authorization(
         &mut bio,
         &public,
         &ch,
         yen(900),
-        &CustomerVerification::OnCardBiometric,
+        &CustomerVerification::OnCardBiometric(live),
         &mut r,
     )
     .unwrap();
     assert_eq!(req.card.cvm, 2);
     w.store.authorize(&w.host, &req, &mut r, NOW).unwrap();
-    // No match: the card's CVM stays 00 and the host refuses.
-    bio.matched = false;
+    // A stranger's finger: the card refuses, no cryptogram is made.
     let ch = w.store.issue_challenge(&w.host, &mut r, NOW).unwrap();
-    let req = build_authorization(
-        &mut bio,
-        &public,
-        &ch,
-        yen(900),
-        &CustomerVerification::OnCardBiometric,
-        &mut r,
-    )
-    .unwrap();
+    let stranger = fingers.touch(false);
     assert_eq!(
-        w.store.authorize(&w.host, &req, &mut r, NOW),
+        build_authorization(
+            &mut bio,
+            &public,
+            &ch,
+            yen(900),
+            &CustomerVerification::OnCardBiometric(stranger),
+            &mut r,
+        )
+        .unwrap_err(),
+        FlowDError::WrongPin { tries_left: 4 }
+    );
+    // A phone that skips the card's matcher but claims the biometric
+    // method: the cryptogram says CVM 00 and the host refuses.
+    let ch = w.store.issue_challenge(&w.host, &mut r, NOW).unwrap();
+    let mut forged =
+        build_authorization(&mut bio, &public, &ch, yen(900), &pin("1234"), &mut r).unwrap();
+    forged.method = kessai_flow_d::host::CvmMethod::OnCardBiometric;
+    assert_eq!(
+        w.store.authorize(&w.host, &forged, &mut r, NOW),
         Err(FlowDError::CvmNotAvailable)
+    );
+    // Rewriting the CVM byte to 02 breaks the cryptogram.
+    let ch = w.store.issue_challenge(&w.host, &mut r, NOW).unwrap();
+    let mut rewritten =
+        build_authorization(&mut bio, &public, &ch, yen(900), &pin("1234"), &mut r).unwrap();
+    rewritten.method = kessai_flow_d::host::CvmMethod::OnCardBiometric;
+    rewritten.card.cvm = 2;
+    assert_eq!(
+        w.store.authorize(&w.host, &rewritten, &mut r, NOW),
+        Err(FlowDError::BadCryptogram)
     );
     assert_eq!(w.store.ledger.transfers().count(), 0);
 }

@@ -790,6 +790,298 @@ async fn admin_endpoints_need_the_token(postgres: bool) {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
+/// A customer card issued by the host with the owner's fingerprint
+/// enrolled (claim 16), registered with PIN, secret and biometric, and with
+/// its name so the registration returns the claim-10 card profile.
+struct Fingerprinted {
+    card: Card<MemNvm>,
+    owner: kessai_biometric::synth::SyntheticFinger,
+    stranger: kessai_biometric::synth::SyntheticFinger,
+    rng: chacha20::ChaCha8Rng,
+    registration: Value,
+}
+
+const PAN_C: &str = "4000056655665556";
+
+impl Fingerprinted {
+    async fn new(h: &TestHost) -> Self {
+        use rand_core::SeedableRng as _;
+        let mut rng = chacha20::ChaCha8Rng::seed_from_u64(21);
+        let owner = kessai_biometric::synth::SyntheticFinger::generate(&mut rng);
+        let stranger = kessai_biometric::synth::SyntheticFinger::generate(&mut rng);
+        let impressions: Vec<_> = (0..3)
+            .map(|_| owner.impression(&Default::default(), &mut rng))
+            .collect();
+        let reference =
+            kessai_biometric::enrol(&impressions, &kessai_biometric::Matcher::default()).unwrap();
+        let cid: CardId = "card-c".parse().unwrap();
+        let (_, keys) = card_security::issue_card(
+            &h.state,
+            &IssueCard {
+                card_id: cid.clone(),
+                currency: jpy(),
+                purse_max_minor: 1,
+                cardholder_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        let mut p = PersonalizationParams::new(cid, keys, jpy(), 1, [3; 32]);
+        p.pin = Some(Pin::new("2468").unwrap());
+        p.fingerprint = Some(reference);
+        p.cardholder = Some(CardholderData {
+            pan: CardNumber::new(PAN_C).unwrap(),
+            expiry_yymm: "3012".into(),
+            name: "HANAKO SATO".into(),
+        });
+        let mut card = Card::personalize(p, MemNvm::new()).unwrap();
+        card.power_on();
+        kessai_host::ledger_api::create_account(
+            &h.state,
+            Account::new(
+                "fund.c".parse::<AccountId>().unwrap(),
+                AccountKind::CardholderFunding,
+                jpy(),
+                BalanceLimit::MaxNetDebit(LIMIT),
+            ),
+        )
+        .await
+        .unwrap();
+        let r = h
+            .admin(
+                "/v1/flow-d/admin/cards",
+                json!({"card_id": "card-c", "pan": PAN_C, "expiry_yymm": "3012",
+                    "funding_account": "fund.c", "currency": "JPY", "pin": "2468",
+                    "secret": "white crane", "biometric_enrolled": true,
+                    "name": "HANAKO SATO"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert!(!r.body.to_string().contains(PAN_C), "{}", r.body);
+        Self {
+            card,
+            owner,
+            stranger,
+            rng,
+            registration: r.body,
+        }
+    }
+
+    fn touch(&mut self, owner: bool) -> kessai_biometric::Template {
+        let f = if owner { &self.owner } else { &self.stranger };
+        f.impression(&Default::default(), &mut self.rng)
+    }
+
+    /// Builds the authorization with `v` and posts it.
+    async fn authorize(
+        &mut self,
+        w: &World,
+        v: &CustomerVerification,
+        tamper: impl FnOnce(&mut kessai_flow_d::host::AuthorizationRequest),
+    ) -> Reply {
+        let ch = w.h.challenge().await;
+        let mut req = build_authorization(
+            &mut self.card,
+            &w.public,
+            &ch,
+            yen(2_000),
+            v,
+            &mut rand::rng(),
+        )
+        .unwrap();
+        tamper(&mut req);
+        w.h.post(
+            "/v1/flow-d/authorizations",
+            serde_json::to_value(AuthorizationBody::from_request(&req)).unwrap(),
+        )
+        .await
+    }
+}
+
+async fn every_verification_method_works_over_http(postgres: bool) {
+    let w = world(postgres).await;
+    let mut c = Fingerprinted::new(&w.h).await;
+    let tries = |w: &World| {
+        let db = w.h.state.db.clone();
+        async move {
+            kessai_store::flow_d::card(&db, "card-c")
+                .await
+                .unwrap()
+                .unwrap()
+                .cvm_tries_left
+        }
+    };
+    // Offline PIN: the card checks it, its cryptogram carries CVM 01.
+    let v = CustomerVerification::OfflinePin(Pin::new("2468").unwrap());
+    let r = c.authorize(&w, &v, |_| {}).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // A wrong offline PIN never leaves the phone: the card refuses.
+    let ch = w.h.challenge().await;
+    let wrong = CustomerVerification::OfflinePin(Pin::new("1357").unwrap());
+    assert_eq!(
+        build_authorization(
+            &mut c.card,
+            &w.public,
+            &ch,
+            yen(2_000),
+            &wrong,
+            &mut rand::rng()
+        )
+        .unwrap_err(),
+        kessai_flow_d::FlowDError::WrongPin { tries_left: 2 }
+    );
+    // Registered secret (claim 17): right, then wrong (a host try is used).
+    let v = CustomerVerification::RegisteredSecret("white crane".into());
+    let r = c.authorize(&w, &v, |_| {}).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let before = tries(&w).await;
+    let v = CustomerVerification::RegisteredSecret("black crane".into());
+    let r = c.authorize(&w, &v, |_| {}).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(r.slug(), "wrong-pin");
+    assert!(!r.body.to_string().contains("crane"));
+    assert_eq!(tries(&w).await, before - 1);
+    // On-card fingerprint (claim 16): the card's matcher, CVM 02; a
+    // success resets the host tries.
+    let live = c.touch(true);
+    let r = c
+        .authorize(&w, &CustomerVerification::OnCardBiometric(live), |_| {})
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let g = r.body;
+    // Redeem the fingerprint-authorized password at the till.
+    let r =
+        w.h.post(
+            "/v1/flow-d/redemptions",
+            sale("pos-1", g["password"].as_str().unwrap(), 1_200),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(w.h.balance("fund.c").await, -1_200);
+    // A stranger's finger is refused by the card: nothing is sent.
+    let ch = w.h.challenge().await;
+    let stranger = CustomerVerification::OnCardBiometric(c.touch(false));
+    assert_eq!(
+        build_authorization(
+            &mut c.card,
+            &w.public,
+            &ch,
+            yen(2_000),
+            &stranger,
+            &mut rand::rng()
+        )
+        .unwrap_err(),
+        kessai_flow_d::FlowDError::WrongPin { tries_left: 4 }
+    );
+    // A phone claiming the fingerprint method without the card's CVM 02,
+    // or rewriting the CVM byte: refused, no password, no money moves.
+    let passwords = |w: &World| {
+        let db = w.h.state.db.clone();
+        async move {
+            kessai_store::on_pool!(db, |pool| {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM flowd_passwords")
+                    .fetch_one(pool)
+                    .await
+            })
+            .unwrap()
+        }
+    };
+    let n = passwords(&w).await;
+    let pin_v = CustomerVerification::OnlinePin(Pin::new("2468").unwrap());
+    let r = c
+        .authorize(&w, &pin_v, |req| {
+            req.method = kessai_flow_d::host::CvmMethod::OnCardBiometric;
+        })
+        .await;
+    assert_eq!(r.slug(), "cvm-not-available", "{}", r.body);
+    let r = c
+        .authorize(&w, &pin_v, |req| {
+            req.method = kessai_flow_d::host::CvmMethod::OnCardBiometric;
+            req.card.cvm = 2;
+        })
+        .await;
+    assert_eq!(r.slug(), "bad-cryptogram", "{}", r.body);
+    assert_eq!(passwords(&w).await, n);
+    assert_eq!(w.h.balance("fund.c").await, -1_200);
+}
+
+async fn registration_issues_the_in_phone_card_profile(postgres: bool) {
+    use kessai_flow_d::phone::check_card_in_phone;
+    let mut w = world(postgres).await;
+    let mut c = Fingerprinted::new(&w.h).await;
+    let p = &c.registration["profile"];
+    let cose = unb64(p["cose"].as_str().unwrap());
+    let key_ref: kessai_ids::KeyRef = p["key_ref"].as_str().unwrap().parse().unwrap();
+    let key =
+        VerifyingKey::from_bytes(&unb64(p["public_key"].as_str().unwrap()).try_into().unwrap())
+            .unwrap();
+    // The pinned key is the host's published signing key.
+    assert_eq!(key, w.public.receipt_key);
+    let now = kessai_host::clock::Clock::now_ms(&w.h.clock) as u64;
+    // The card it was issued for passes, with no network involved.
+    let data = check_card_in_phone(&mut c.card, &cose, &key_ref, &key, now).unwrap();
+    assert_eq!(data.card_id.as_str(), "card-c");
+    // Another card, a tampered profile, another key: refused.
+    assert_eq!(
+        check_card_in_phone(&mut w.a, &cose, &key_ref, &key, now).unwrap_err(),
+        kessai_flow_d::FlowDError::ProfileMismatch("card id")
+    );
+    let mut bad = cose.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    assert!(matches!(
+        check_card_in_phone(&mut c.card, &bad, &key_ref, &key, now),
+        Err(kessai_flow_d::FlowDError::Artefact(_))
+    ));
+    let other = kessai_crypto::sign::SigningKey::from_seed(&[9; 32]).verifying_key();
+    assert!(matches!(
+        check_card_in_phone(&mut c.card, &cose, &key_ref, &other, now),
+        Err(kessai_flow_d::FlowDError::Artefact(_))
+    ));
+    // A bad name is refused before anything is stored.
+    let cid: CardId = "card-d".parse().unwrap();
+    card_security::issue_card(
+        &w.h.state,
+        &IssueCard {
+            card_id: cid,
+            currency: jpy(),
+            purse_max_minor: 1,
+            cardholder_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let r =
+        w.h.send(
+            Method::POST,
+            "/v1/flow-d/admin/cards",
+            Some(
+                json!({"card_id": "card-d", "pan": "6011111111111117", "expiry_yymm": "3012",
+                "funding_account": "fund.b", "currency": "JPY", "name": "X"}),
+            ),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.slug(), "invalid-name");
+    assert!(
+        kessai_store::flow_d::card(&w.h.state.db, "card-d")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let r =
+        w.h.admin(
+            "/v1/flow-d/admin/cards",
+            json!({"card_id": "card-d", "pan": "6011111111111117", "expiry_yymm": "3012",
+                "funding_account": "fund.b", "currency": "JPY"}),
+        )
+        .await;
+    // Registered without a name: no profile.
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.body.get("profile").is_none(), "{}", r.body);
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -814,4 +1106,6 @@ on_both_backends!(
     ledger_refusal_releases_the_password,
     merchant_card_variant_settles_and_signals_the_pos,
     admin_endpoints_need_the_token,
+    every_verification_method_works_over_http,
+    registration_issues_the_in_phone_card_profile,
 );

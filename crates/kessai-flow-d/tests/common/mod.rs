@@ -2,10 +2,7 @@
 //! card, two merchants and their terminals, over a MemHost store.
 #![allow(dead_code)]
 
-use kessai_card::harness::ApduTransport;
-use kessai_card::{
-    Card, CardholderData, MemNvm, PersonalizationParams, application_cryptogram, issuer_card_keys,
-};
+use kessai_card::{Card, CardholderData, MemNvm, PersonalizationParams, issuer_card_keys};
 use kessai_crypto::hpke::HpkeKeyPair;
 use kessai_crypto::sign::SigningKey;
 use kessai_flow_d::artefacts::LineItem;
@@ -76,7 +73,8 @@ pub fn master() -> AesKey {
     AesKey::Aes128(MASTER)
 }
 
-pub fn customer_card(card_id: &str, pan: &str, seed: u8) -> Card<MemNvm> {
+/// A customer card's personalization: PIN 1234, cardholder data.
+pub fn customer_params(card_id: &str, pan: &str, seed: u8) -> PersonalizationParams {
     let cid: CardId = id(card_id);
     let keys = issuer_card_keys(&master(), &cid, 1);
     let mut p = PersonalizationParams::new(cid, keys, jpy(), 50_000, [seed; 32]);
@@ -86,9 +84,17 @@ pub fn customer_card(card_id: &str, pan: &str, seed: u8) -> Card<MemNvm> {
         expiry_yymm: "3012".into(),
         name: "TARO YAMADA".into(),
     });
+    p
+}
+
+pub fn personalized(p: PersonalizationParams) -> Card<MemNvm> {
     let mut card = Card::personalize(p, MemNvm::new()).unwrap();
     card.power_on();
     card
+}
+
+pub fn customer_card(card_id: &str, pan: &str, seed: u8) -> Card<MemNvm> {
+    personalized(customer_params(card_id, pan, seed))
 }
 
 pub fn merchant_card(card_id: &str) -> Card<MemNvm> {
@@ -250,37 +256,41 @@ pub fn snapshot(store: &MemHost) -> String {
     )
 }
 
-/// A card with an on-card fingerprint matcher (claim 16), modelled around
-/// the kessai applet: the applet runs GENERATE CRYPTOGRAM (so its counter
-/// advances) and this wrapper re-computes the cryptogram with CVM `02`
-/// when the fingerprint matched, as such a card would.
-pub struct BiometricCard {
-    pub inner: Card<MemNvm>,
-    pub card_id: CardId,
-    pub matched: bool,
+/// The owner's finger and a stranger's, and a customer card with the
+/// owner's fingerprint enrolled (claim 16): the card's own matcher decides.
+pub struct Fingers {
+    pub owner: kessai_biometric::synth::SyntheticFinger,
+    pub stranger: kessai_biometric::synth::SyntheticFinger,
+    pub rng: chacha20::ChaCha8Rng,
 }
 
-impl ApduTransport for BiometricCard {
-    fn transmit_apdu(&mut self, command: &[u8]) -> Vec<u8> {
-        let mut resp = self.inner.transmit(command);
-        if command.len() >= 23 && command[1] == 0xAE && resp.len() == 23 && self.matched {
-            let key = issuer_card_keys(&master(), &self.card_id, 1).cryptogram_key;
-            let counter = u32::from_be_bytes(resp[0..4].try_into().unwrap());
-            let challenge: [u8; 8] = command[5..13].try_into().unwrap();
-            let amount = u64::from_be_bytes(command[13..21].try_into().unwrap());
-            let currency = u16::from_be_bytes([command[21], command[22]]);
-            let ac = application_cryptogram(
-                &key,
-                &challenge,
-                amount,
-                currency,
-                counter,
-                2,
-                self.card_id.as_str(),
-            );
-            resp[4] = 2;
-            resp[5..21].copy_from_slice(&ac);
+impl Fingers {
+    pub fn new(seed: u64) -> Self {
+        use rand_core::SeedableRng as _;
+        let mut rng = chacha20::ChaCha8Rng::seed_from_u64(seed);
+        let owner = kessai_biometric::synth::SyntheticFinger::generate(&mut rng);
+        let stranger = kessai_biometric::synth::SyntheticFinger::generate(&mut rng);
+        Self {
+            owner,
+            stranger,
+            rng,
         }
-        resp
+    }
+
+    /// One live impression from the phone's (simulated) sensor.
+    pub fn touch(&mut self, owner: bool) -> kessai_biometric::Template {
+        let f = if owner { &self.owner } else { &self.stranger };
+        f.impression(&Default::default(), &mut self.rng)
+    }
+
+    /// `customer_card` with the owner's finger enrolled.
+    pub fn enrolled_card(&mut self, card_id: &str, pan: &str, seed: u8) -> Card<MemNvm> {
+        let impressions: Vec<_> = (0..3).map(|_| self.touch(true)).collect();
+        let reference =
+            kessai_biometric::enrol(&impressions, &kessai_biometric::Matcher::default()).unwrap();
+        let mut p = customer_params(card_id, pan, seed);
+        p.pin = None;
+        p.fingerprint = Some(reference);
+        personalized(p)
     }
 }

@@ -881,6 +881,11 @@ pub struct RegisterCard {
     /// A fingerprint template is enrolled on the card (claim 16).
     #[serde(default)]
     pub biometric_enrolled: bool,
+    /// Cardholder name as personalized on the card (2-26 printable ASCII).
+    /// When given, the answer carries the issuer-signed card profile the
+    /// customer's phone keeps for the in-phone card check (claim 10).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// Registers an issued IC card as a merchant's business-establishment card.
@@ -904,6 +909,24 @@ pub struct CardView {
     pub kind: String,
     /// Masked PAN (customer cards).
     pub pan_masked: Option<String>,
+    /// Issuer-signed card profile for the phone (claim 10), when the
+    /// registration gave the cardholder name. Not stored by the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<CardProfileView>,
+}
+
+/// The claim-10 card profile as delivered to the customer's phone: the
+/// COSE_Sign1 `flow-d-card-profile` artefact and the issuer key that signed
+/// it, which the phone pins at enrolment so the in-phone check needs no
+/// network.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardProfileView {
+    /// COSE_Sign1, base64url without padding.
+    pub cose: String,
+    /// Signing key id#version.
+    pub key_ref: String,
+    /// Ed25519 public key, base64url without padding.
+    pub public_key: String,
 }
 
 fn bad(slug: &'static str, title: &'static str) -> ApiError {
@@ -1254,8 +1277,13 @@ pub async fn register_card(
     if crate::ledger_api::account(&app, &funding).await?.is_none() {
         return Err(ApiError::not_found("account"));
     }
+    if let Some(n) = &body.name
+        && (!(2..=26).contains(&n.len()) || !n.bytes().all(|b| (0x20..0x7F).contains(&b)))
+    {
+        return Err(bad("invalid-name", "Name must be 2-26 printable ASCII"));
+    }
     let host = host_for(&app, Some(&id)).await?;
-    let (card_ref, master) = {
+    let (card_ref, master, key_version) = {
         let rec = kessai_store::cards::card(&app.db, &id)
             .await
             .map_err(internal)?
@@ -1265,7 +1293,7 @@ pub async fn register_card(
             .card_master_version(&rec.master_key_ref)
             .await
             .map_err(internal)?;
-        (rec.master_key_ref, m)
+        (rec.master_key_ref, m, rec.key_version)
     };
     let pvd = match &body.pin {
         Some(p) => {
@@ -1315,12 +1343,34 @@ pub async fn register_card(
             "Already registered",
         ));
     }
+    let profile = match &body.name {
+        Some(name) => {
+            let (key_ref, key) = app.keys.host_signer().await.map_err(internal)?;
+            let p = kessai_flow_d::artefacts::CardProfile {
+                card_id: id.clone(),
+                pan_digest: kessai_flow_d::artefacts::profile_pan_digest(&id, pan.expose_digits()),
+                expiry_yymm: body.expiry_yymm.clone(),
+                name: name.clone(),
+                key_version,
+                currency_numeric: currency.numeric(),
+            };
+            let cose = kessai_flow_d::artefacts::sign_card_profile(&p, &key, &key_ref)
+                .map_err(|e| internal(e.to_string()))?;
+            Some(CardProfileView {
+                cose: b64(&cose),
+                key_ref: key_ref.to_string(),
+                public_key: b64(&key.verifying_key().to_bytes()),
+            })
+        }
+        None => None,
+    };
     Ok((
         StatusCode::CREATED,
         Json(CardView {
             card_id: id.to_string(),
             kind: "customer".into(),
             pan_masked: Some(part.pan_masked),
+            profile,
         }),
     ))
 }
@@ -1384,6 +1434,7 @@ pub async fn register_merchant_card(
             card_id: id.to_string(),
             kind: "merchant".into(),
             pan_masked: None,
+            profile: None,
         }),
     ))
 }
