@@ -298,7 +298,14 @@ impl Db {
                     .pragma("temp_store", "memory")
                     // 64 MiB page cache per connection: the ledger's hot
                     // index pages stay in memory between batches.
-                    .pragma("cache_size", "-65536");
+                    .pragma("cache_size", "-65536")
+                    // Read database pages through a 256 MiB mapping rather
+                    // than a pread copy each (WAL frames are still read).
+                    .pragma("mmap_size", "268435456")
+                    // Checkpoint every 64 MiB of WAL instead of 4 MiB: the
+                    // ledger writer pays the checkpoint inside its commit,
+                    // and hot pages get written back once per interval.
+                    .pragma("wal_autocheckpoint", "16384");
                 let pool = SqlitePoolOptions::new()
                     .max_connections(config.max_connections.unwrap_or(8))
                     .connect_with(opts)

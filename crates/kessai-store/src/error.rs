@@ -39,6 +39,11 @@ pub enum StoreError {
     /// The ledger writer task is gone (the runtime is shutting down).
     #[error("ledger writer stopped")]
     WriterStopped,
+
+    /// The ledger writer could not get a database connection (the batch
+    /// was not attempted; nothing changed).
+    #[error("ledger writer has no database connection: {0}")]
+    WriterConnection(String),
 }
 
 impl StoreError {

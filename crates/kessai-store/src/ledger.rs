@@ -43,7 +43,9 @@
 //! primary and unique keys make each transfer id and each pending's
 //! resolution exist at most once; row locks taken in a global order make
 //! limit checks see the latest balances. SQLite runs one writer task per
-//! `Db`; PostgreSQL runs [`POSTGRES_WRITERS`].
+//! `Db`, which keeps one pooled connection while it has work (its page
+//! cache stays warm) and gives it back when the pool closes; PostgreSQL
+//! runs [`POSTGRES_WRITERS`], each taking a pooled connection per batch.
 
 pub(crate) mod sql;
 
@@ -359,12 +361,34 @@ fn start_writers(pool: DbPool) -> WriterHandle {
     WriterHandle { tx }
 }
 
+/// Where a writer runs its batches. On SQLite the single writer keeps one
+/// pooled connection for itself: only it writes, so its page cache stays
+/// valid between batches (a pooled connection taken per batch would start
+/// cold and re-read the hot index pages from the WAL each time).
+enum Target<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a sqlx::PgPool),
+}
+
 async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut own: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>> = None;
     loop {
         let mut jobs = Vec::new();
         {
             let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else {
+            let first = match (&pool, own.is_some()) {
+                // Holding the connection while idle: give it back when the
+                // pool is being closed (`Pool::close` waits for it).
+                (DbPool::Sqlite(p), true) => tokio::select! {
+                    j = rx.recv() => j,
+                    () = p.close_event() => {
+                        own = None;
+                        continue;
+                    }
+                },
+                _ => rx.recv().await,
+            };
+            let Some(first) = first else {
                 return;
             };
             jobs.push(first);
@@ -375,7 +399,36 @@ async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 }
             }
         }
-        let answers = run_jobs(&pool, &jobs).await;
+        let answers = match &pool {
+            DbPool::Sqlite(p) => {
+                if own.is_none() {
+                    match p.acquire().await {
+                        Ok(c) => own = Some(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ledger writer cannot get a connection");
+                            for job in jobs {
+                                let _ = job
+                                    .reply
+                                    .send(Err(StoreError::WriterConnection(e.to_string())));
+                            }
+                            continue;
+                        }
+                    }
+                }
+                let conn = own.as_mut().expect("acquired above");
+                let answers = run_jobs(&mut Target::Sqlite(conn), &jobs).await;
+                // After a database error the connection may be unusable:
+                // take a fresh one for the next batch.
+                if answers
+                    .iter()
+                    .any(|a| matches!(a, Err(StoreError::Database(_))))
+                {
+                    own = None;
+                }
+                answers
+            }
+            DbPool::Postgres(p) => run_jobs(&mut Target::Postgres(p), &jobs).await,
+        };
         for (job, answer) in jobs.into_iter().zip(answers) {
             // The caller may have gone away; its answer is then unused.
             let _ = job.reply.send(answer);
@@ -386,7 +439,7 @@ async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
 type Answer = Result<Result<TransferResult, LedgerError>, StoreError>;
 
 /// Runs a batch, retrying conflicts and splitting on other errors.
-async fn run_jobs(pool: &DbPool, jobs: &[Job]) -> Vec<Answer> {
+async fn run_jobs(pool: &mut Target<'_>, jobs: &[Job]) -> Vec<Answer> {
     let reqs: Vec<(&TransferRequest, u64)> = jobs.iter().map(|j| (&j.req, j.now_ms)).collect();
     let mut attempt = 0;
     loop {
@@ -417,7 +470,7 @@ async fn run_jobs(pool: &DbPool, jobs: &[Job]) -> Vec<Answer> {
     }
 }
 
-async fn run_single(pool: &DbPool, req: (&TransferRequest, u64)) -> Answer {
+async fn run_single(pool: &mut Target<'_>, req: (&TransferRequest, u64)) -> Answer {
     let mut attempt = 0;
     loop {
         match run_batch(pool, &[req]).await {
@@ -465,7 +518,7 @@ fn accounts_needed(
 /// One transaction for the whole batch; see the module docs. `Ok(None)`:
 /// the working set moved under us, run the batch again.
 async fn run_batch(
-    pool: &DbPool,
+    pool: &mut Target<'_>,
     reqs: &[(&TransferRequest, u64)],
 ) -> Result<Option<BatchAnswers>, StoreError> {
     macro_rules! body {
@@ -558,11 +611,11 @@ async fn run_batch(
     match pool {
         // SQLite: BEGIN IMMEDIATE holds the database write lock before the
         // first read, so nothing can change under the batch.
-        DbPool::Sqlite(p) => body!(
-            p.begin_with("BEGIN IMMEDIATE").await?,
+        Target::Sqlite(c) => body!(
+            sqlx::Connection::begin_with(&mut **c, "BEGIN IMMEDIATE").await?,
             sqlite,
             reload = false
         ),
-        DbPool::Postgres(p) => body!(p.begin().await?, postgres, reload = true),
+        Target::Postgres(p) => body!(p.begin().await?, postgres, reload = true),
     }
 }
