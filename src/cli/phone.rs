@@ -479,6 +479,8 @@ pub async fn pay_link(
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("POS link {addr}"))?;
+    // Small request/response frames: no Nagle delay.
+    stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
     let (mut link, hello) = LinkSession::phone_open(pos_key, pos_key_ref, &mut rand::rng())?;
     write_frame(&mut wr, &hello).await?;

@@ -243,14 +243,18 @@ pub fn write_link_key(
     Ok(())
 }
 
-/// Writes one carrier frame.
+/// Writes one carrier frame: length and body in one write, so the frame
+/// leaves in one segment (two writes let Nagle's algorithm hold the body
+/// back, and an abrupt close could then lose it).
 pub async fn write_frame(
     w: &mut (impl tokio::io::AsyncWrite + Unpin),
     frame: &[u8],
 ) -> std::io::Result<()> {
     let len = u32::try_from(frame.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(frame).await?;
+    let mut buf = Vec::with_capacity(4 + frame.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(frame);
+    w.write_all(&buf).await?;
     w.flush().await
 }
 
@@ -450,6 +454,11 @@ pub async fn serve_link(
         let outs = tokio::select! {
             a = listener.accept() => {
                 let (stream, _) = a?;
+                // Small request/response frames: no Nagle delay (an
+                // error here only costs latency).
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "link: TCP_NODELAY not set");
+                }
                 next += 1;
                 tokio::spawn(connection(next, stream, key.clone(), ev_tx.clone()));
                 continue;
@@ -505,3 +514,7 @@ pub async fn serve_link(
     }
     Ok(pos.receipts_printed())
 }
+
+#[cfg(test)]
+#[path = "pos_link_tests.rs"]
+mod link_tests;

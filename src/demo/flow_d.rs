@@ -44,9 +44,10 @@ use crate::cli::wallet::{CardSpec, Http, Refusal, open_card};
 /// Phones in the short-range part.
 const PHONES: usize = 12;
 
-/// A Luhn-valid test card number for phone `i`.
-fn test_pan(i: usize) -> String {
-    let body = format!("400000{:09}", 100_000 + i);
+/// A Luhn-valid test card number: number `i` of the series starting at
+/// `series` (the demo's phones use 100 000; tests use other series).
+pub(crate) fn test_pan(series: usize, i: usize) -> String {
+    let body = format!("400000{:09}", series + i);
     let sum: u32 = body
         .bytes()
         .rev()
@@ -74,7 +75,7 @@ const TARO_FINGER: u64 = 3;
 const OTHER_FINGER: u64 = 4;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-fn goods(items: &[(&str, u32, i64)]) -> Vec<LineItem> {
+pub(crate) fn goods(items: &[(&str, u32, i64)]) -> Vec<LineItem> {
     items
         .iter()
         .map(|(d, q, p)| LineItem {
@@ -447,7 +448,7 @@ pub async fn run(evidence_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let mut phones = Vec::new();
     for i in 0..PHONES {
         let id = format!("phone-card-{i:02}");
-        let pan = test_pan(i);
+        let pan = test_pan(100_000, i);
         let path = issue(&ctx, &id, Some(&pan), None).await?;
         ctx.admin_post(
             "/v1/flow-d/admin/cards",
