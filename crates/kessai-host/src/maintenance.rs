@@ -22,7 +22,17 @@ pub struct PassReport {
     pub flow_c_timed_out: usize,
     /// Flow D temporary passwords that expired unused, deleted.
     pub flow_d_expired_passwords: u64,
+    /// Flow D passwords marked used whose posting never happened (the
+    /// host stopped between the two commits), released for a new try.
+    pub flow_d_released_orphans: u64,
 }
+
+/// How long a flow D password mark may wait for its ledger posting before
+/// the reconciliation treats it as orphaned. Far above a posting's normal
+/// latency (milliseconds); a late posting after a release is still safe,
+/// since the transfer id is derived from the password id and the ledger
+/// accepts one transfer per id.
+pub const FLOW_D_ORPHAN_GRACE_MS: i64 = 10_000;
 
 /// One maintenance pass at the host clock's current time.
 pub async fn run_once(app: &AppState) -> PassReport {
@@ -44,7 +54,42 @@ pub async fn run_once(app: &AppState) -> PassReport {
         Ok(n) => report.flow_d_expired_passwords = n,
         Err(e) => tracing::warn!(error = %e, "flow D password purge failed; will retry"),
     }
+    match release_flow_d_orphans(app).await {
+        Ok(n) => report.flow_d_released_orphans = n,
+        Err(e) => tracing::warn!(error = %e, "flow D reconciliation failed; will retry"),
+    }
     report
+}
+
+/// Flow D settles in two commits (mark the password used, then post the
+/// transfer; see `routes::flow_d`). A host that stops between them leaves
+/// a used password and no money moved. For passwords still valid, marked
+/// longer than [`FLOW_D_ORPHAN_GRACE_MS`] ago, whose transfer is not in the
+/// ledger, the mark is released so the POS can key the password in again.
+async fn release_flow_d_orphans(app: &AppState) -> Result<u64, kessai_store::StoreError> {
+    let now = app.clock.now_ms();
+    let candidates =
+        kessai_store::flow_d::used_valid_passwords(&app.db, now - FLOW_D_ORPHAN_GRACE_MS, now, 100)
+            .await?;
+    let mut released = 0;
+    for (id, transfer) in candidates {
+        let Ok(tid) = transfer.parse::<kessai_ids::TransferId>() else {
+            tracing::warn!(
+                transfer,
+                "flow D password marked with an unreadable transfer id"
+            );
+            continue;
+        };
+        if app.db.ledger().transfer(&tid).await?.is_some() {
+            continue;
+        }
+        let n = kessai_store::flow_d::release_password(&app.db, &id, &transfer).await?;
+        if n == 1 {
+            tracing::warn!(transfer = %tid, "flow D password mark without a posting released");
+        }
+        released += n;
+    }
+    Ok(released)
 }
 
 /// Runs [`run_once`] every [`PERIOD`] until the task is dropped.

@@ -1082,6 +1082,62 @@ async fn registration_issues_the_in_phone_card_profile(postgres: bool) {
     assert!(r.body.get("profile").is_none(), "{}", r.body);
 }
 
+/// A host that stopped between marking a password used and posting its
+/// transfer leaves a used password and no money moved; the maintenance
+/// reconciliation releases such a mark after a grace period, and never a
+/// mark whose transfer exists.
+async fn orphaned_password_mark_is_released_by_maintenance(postgres: bool) {
+    use kessai_host::maintenance::{FLOW_D_ORPHAN_GRACE_MS, run_once};
+    let mut w = world(postgres).await;
+    let g = w.authorize('a', 5_000).await;
+    let digits = g["password"].as_str().unwrap().to_owned();
+    // The crash: the mark committed, the posting never ran.
+    let now = kessai_host::clock::Clock::now_ms(&w.h.clock);
+    let (id,): (Vec<u8>,) = kessai_store::on_pool!(w.h.state.db, |pool| {
+        sqlx::query_as("SELECT id FROM flowd_passwords")
+            .fetch_one(pool)
+            .await
+    })
+    .unwrap();
+    let transfer = kessai_ids::TransferId::derive("flow-d/password", &[&id]).to_string();
+    let marked = kessai_store::on_pool!(w.h.state.db, |pool| {
+        sqlx::query(
+            "UPDATE flowd_passwords SET used = 1, used_at_ms = $1, transfer_id = $2 WHERE id = $3",
+        )
+        .bind(now)
+        .bind(&transfer)
+        .bind(&id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+    })
+    .unwrap();
+    assert_eq!(marked, 1);
+    let r =
+        w.h.post("/v1/flow-d/redemptions", sale("pos-1", &digits, 1_000))
+            .await;
+    assert_eq!(r.slug(), "password-used", "{}", r.body);
+    // Within the grace period the mark may still be on its way: kept.
+    assert_eq!(run_once(&w.h.state).await.flow_d_released_orphans, 0);
+    w.h.clock.advance(FLOW_D_ORPHAN_GRACE_MS + 1);
+    assert_eq!(run_once(&w.h.state).await.flow_d_released_orphans, 1);
+    assert_eq!(w.h.balance("fund.a").await, 0, "the release moves no money");
+    // The POS keys it in again: settled exactly once.
+    let r =
+        w.h.post("/v1/flow-d/redemptions", sale("pos-1", &digits, 1_000))
+            .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(w.h.balance("fund.a").await, -1_000);
+    // A settled mark is never released.
+    w.h.clock.advance(FLOW_D_ORPHAN_GRACE_MS + 1);
+    assert_eq!(run_once(&w.h.state).await.flow_d_released_orphans, 0);
+    let r =
+        w.h.post("/v1/flow-d/redemptions", sale("pos-2", &digits, 1_000))
+            .await;
+    assert_eq!(r.slug(), "password-used", "{}", r.body);
+    assert_eq!(w.h.balance("fund.a").await, -1_000);
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1108,4 +1164,5 @@ on_both_backends!(
     admin_endpoints_need_the_token,
     every_verification_method_works_over_http,
     registration_issues_the_in_phone_card_profile,
+    orphaned_password_mark_is_released_by_maintenance,
 );

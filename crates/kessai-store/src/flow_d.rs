@@ -423,6 +423,27 @@ pub async fn tx_mark_password_used(
     })?)
 }
 
+/// Passwords marked used before `used_before_ms` that are still valid at
+/// `valid_at_ms`, with the transfer id they were marked for (the
+/// reconciliation candidates: a mark whose posting never happened).
+pub async fn used_valid_passwords(
+    db: &Db,
+    used_before_ms: i64,
+    valid_at_ms: i64,
+    limit: i64,
+) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+    Ok(on_pool!(db, |pool| {
+        sqlx::query_as::<_, (Vec<u8>, String)>(
+            "SELECT id, transfer_id FROM flowd_passwords              WHERE used = 1 AND used_at_ms < $1 AND expires_at_ms > $2                AND transfer_id IS NOT NULL              ORDER BY used_at_ms LIMIT $3",
+        )
+        .bind(used_before_ms)
+        .bind(valid_at_ms)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+    })?)
+}
+
 /// Releases a password marked used by `transfer_id` whose posting the
 /// ledger refused (the transfer does not exist); 0 if it is not so marked.
 pub async fn release_password(db: &Db, id: &[u8], transfer_id: &str) -> Result<u64, StoreError> {

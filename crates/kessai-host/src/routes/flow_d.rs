@@ -40,8 +40,13 @@
 //! funding account's limit) the transfer does not exist, so the password
 //! is released again (`release_password`, conditional on the transfer id)
 //! and the refusal is answered; if the posting fails for another reason
-//! (database down) the password stays used and the host answers 500 —
-//! honest: the customer asks for a new password.
+//! (database down) or the host stops between the two commits, the
+//! password stays marked and no money moved: the maintenance pass
+//! (`maintenance::release_flow_d_orphans`) releases a mark older than
+//! `FLOW_D_ORPHAN_GRACE_MS` whose transfer is not in the ledger, so a
+//! still-valid password can be keyed in again. A posting that arrives
+//! after such a release is harmless: the transfer id is derived from the
+//! password id, so the ledger keeps at most one transfer for it.
 //!
 //! # Keys
 //!
