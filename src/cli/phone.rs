@@ -60,12 +60,6 @@ pub enum PhoneCommand {
         cap: String,
         #[command(flatten)]
         verify: VerifyArgs,
-        /// Check the card in the phone first (claim 10) against this
-        /// issuer-signed card profile (the `profile` object of the card's
-        /// registration answer, as JSON); a card that fails is refused
-        /// before anything is sent to the host.
-        #[arg(long)]
-        profile: Option<PathBuf>,
         /// Also write the QR code as a PNG image.
         #[arg(long)]
         qr_png: Option<PathBuf>,
@@ -146,6 +140,28 @@ pub struct VerifyArgs {
     /// simulated sensor reads.
     #[arg(long)]
     pub finger_seed: Option<u64>,
+    /// Check the customer card in the phone first (claim 10) against this
+    /// issuer-signed card profile (the `profile` object of the card's
+    /// registration answer, as JSON); a card that fails is refused before
+    /// anything is sent to the host.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+}
+
+/// The claim-10 in-phone check when `--profile` was given; before any
+/// network traffic.
+fn precheck(
+    card: &mut impl kessai_card::harness::ApduTransport,
+    v: &VerifyArgs,
+) -> anyhow::Result<()> {
+    if let Some(p) = &v.profile {
+        let data = check_profile(card, p)?;
+        println!(
+            "card {} checked in the phone against its issuer-signed profile",
+            data.card_id
+        );
+    }
+    Ok(())
 }
 
 /// `kessai phone` arguments.
@@ -278,7 +294,6 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<ExitCode> {
             card_id,
             cap,
             verify,
-            profile,
             qr_png,
             out,
         } => {
@@ -286,14 +301,7 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<ExitCode> {
             let v = verification(&verify)?;
             let (t, id) = open_card(&card, card_id.as_deref())?;
             let mut card = Relay::new(t);
-            if let Some(p) = &profile {
-                // Claim 10: before any network traffic.
-                let data = check_profile(&mut card, p)?;
-                println!(
-                    "card {} checked in the phone against its issuer-signed profile",
-                    data.card_id
-                );
-            }
+            precheck(&mut card, &verify)?;
             let host = Http::new(&host);
             let public = host_public(&host).await?;
             let g = authorize(&host, &public, &mut card, cap, &v).await?;
@@ -323,8 +331,6 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<ExitCode> {
             terminal,
             verify,
         } => {
-            let host = Http::new(&host);
-            let public = host_public(&host).await?;
             let goods = items
                 .iter()
                 .map(|s| parse_item(s))
@@ -337,6 +343,9 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<ExitCode> {
             let (ct, _) = open_card(&card, None)?;
             let (mt, _) = open_card(&merchant_card, None)?;
             let (mut c, mut m) = (Relay::new(ct), Relay::new(mt));
+            precheck(&mut c, &verify)?;
+            let host = Http::new(&host);
+            let public = host_public(&host).await?;
             let ch = challenge(&host).await?;
             let req = build_merchant_card_request(
                 &mut c,
@@ -367,12 +376,13 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<ExitCode> {
             card_id,
             verify,
         } => {
-            let host = Http::new(&host);
-            let public = host_public(&host).await?;
-            let (key_ref, key) = read_link_key(&pos_key)?;
             let v = verification(&verify)?;
             let (t, _) = open_card(&card, card_id.as_deref())?;
             let mut card = Relay::new(t);
+            precheck(&mut card, &verify)?;
+            let host = Http::new(&host);
+            let public = host_public(&host).await?;
+            let (key_ref, key) = read_link_key(&pos_key)?;
             let r = pay_link(&pos, &key_ref, &key, &public, &mut card, &basket, &v).await?;
             println!("{}", r.to_text());
             println!("(signature verified under {})", public.receipt_key_ref);
@@ -544,6 +554,7 @@ mod tests {
         VerifyArgs {
             method: method.into(),
             finger_seed,
+            profile: None,
         }
     }
 
