@@ -41,7 +41,7 @@
 //! | 7 | customer card (number, expiry, name) and merchant card (merchant id) | [`cardio::CardData`], [`host::MerchantRecord::merchant_card`] |
 //! | 8 | both cards authenticated, then the customer, then settlement; POS signalled | [`host::Host::settle_with_merchant_card`], [`host::Effect::SignalPos`] |
 //! | 9 | application server and authorization server in a service center | deployment: the host's gateway listener relays [`host::AuthorizationRequest`]s it cannot open |
-//! | 10 | card legitimacy checked in the phone | [`phone::check_card_in_phone`] (and its honest limits) |
+//! | 10 | card legitimacy checked in the phone | [`phone::check_card_in_phone`] (and its honest limits) against the issuer-signed profile the host returns at card registration ([`artefacts::sign_card_profile`]) |
 //! | 11 | wireless modules in phone and POS | [`link::Link`] (TCP loopback, BLE, NFC adapters) |
 //! | 12 | card auth + PIN via POS to the authorization server; then sum and goods to the POS; POS checks; forwards with merchant info; receipt | [`pos`] module docs, [`pos::Pos::on_phone`], [`pos::Pos::on_host`] |
 //! | 13 | application server between network and POS hosting the authorization server | deployment (same host API) |
