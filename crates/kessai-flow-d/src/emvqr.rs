@@ -625,6 +625,61 @@ mod tests {
         assert!(CpmPayload::from_bytes(&dup.to_bytes()).is_err());
     }
 
+    /// Mutation smoke test (fixed seed, stable toolchain): 20 000 mutated
+    /// and random payloads. The decoder never panics, and whatever it
+    /// accepts re-encodes to exactly the scanned text (no lax parse: an
+    /// accepted payload has one meaning) and to the same CPM bytes.
+    #[test]
+    fn mutated_and_random_payloads_never_panic_and_accepted_ones_are_canonical() {
+        let bin = TokenBin::default();
+        let good = STANDARD.decode(sample().to_payload(&bin)).unwrap();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let mut accepted = 0;
+        for round in 0..20_000u32 {
+            let bytes = if round % 4 == 3 {
+                (0..next() % 120).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                let mut m = good.clone();
+                for _ in 0..1 + next() % 3 {
+                    let i = (next() as usize) % m.len();
+                    match next() % 4 {
+                        0 => m[i] ^= 1 << (next() % 8),
+                        1 => m[i] = next() as u8,
+                        2 => {
+                            m.remove(i);
+                        }
+                        _ => m.insert(i, next() as u8),
+                    }
+                    if m.is_empty() {
+                        break;
+                    }
+                }
+                m
+            };
+            let text = STANDARD.encode(&bytes);
+            if let Ok(cpm) = CpmPayload::from_bytes(&bytes) {
+                assert_eq!(
+                    cpm.to_bytes(),
+                    bytes,
+                    "lax CPM parse of {}",
+                    hex::encode(&bytes)
+                );
+            }
+            if let Ok(q) = PasswordQr::from_payload(&text, &bin) {
+                assert_eq!(q.to_payload(&bin), text, "lax payload parse");
+                accepted += 1;
+            }
+        }
+        // Mutations of free-form bytes (cryptogram) stay valid payloads.
+        assert!(accepted > 0);
+    }
+
     fn bytes_find(hay: &[u8], needle: &[u8]) -> usize {
         hay.windows(needle.len()).position(|w| w == needle).unwrap()
     }
