@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 use crate::nvm::{Nvm, NvmError};
 use crate::records::{
     BioState, Identity, LOG_CAPACITY, Lifecycle, LogKind, LogRecord, PinState, Purse, REC_BIO,
-    REC_IDENTITY, REC_LIFECYCLE, REC_PIN, REC_PURSE, REC_RNG, REC_SEQUENCE, Reader,
+    REC_IDENTITY, REC_LIFECYCLE, REC_PIN, REC_PURSE, REC_RNG, REC_SEQUENCE, Reader, Reference,
     StoredCardholder, Writer, commit, log_slot, recover,
 };
 use crate::{AID, CardError, PersonalizationParams, application_cryptogram, atr, pin_verifier};
@@ -169,11 +169,11 @@ impl Persistent {
             }
         }
         let pin = match nvm.read(REC_PIN)? {
-            Some(b) => Some(PinState::decode(&b)?),
+            Some(b) => Some(PinState::decode_pin(&b)?),
             None => None,
         };
         let bio = match nvm.read(REC_BIO)? {
-            Some(b) => Some(BioState::decode(&b)?),
+            Some(b) => Some(BioState::decode_bio(&b)?),
             None => None,
         };
         // Values the rest of the applet relies on without re-checking.
@@ -260,62 +260,6 @@ fn tlv(out: &mut Vec<u8>, tag: &[u8], value: &[u8]) {
 }
 
 /// Packs ASCII digits as BCD, padding an odd count with `F`.
-/// A verification reference with a persistent try counter.
-trait TryCounted: Clone {
-    /// The NVM record it lives in.
-    const RECORD: crate::RecordId;
-    fn tries_left(&self) -> u8;
-    fn max_tries(&self) -> u8;
-    fn with_tries(&self, tries_left: u8) -> Self;
-    fn encode(&self) -> Vec<u8>;
-    /// Puts the new state into the RAM mirror.
-    fn store(p: &mut Persistent, s: Self);
-}
-
-impl TryCounted for PinState {
-    const RECORD: crate::RecordId = REC_PIN;
-    fn tries_left(&self) -> u8 {
-        self.tries_left
-    }
-    fn max_tries(&self) -> u8 {
-        self.max_tries
-    }
-    fn with_tries(&self, tries_left: u8) -> Self {
-        Self {
-            tries_left,
-            ..self.clone()
-        }
-    }
-    fn encode(&self) -> Vec<u8> {
-        PinState::encode(self)
-    }
-    fn store(p: &mut Persistent, s: Self) {
-        p.pin = Some(s);
-    }
-}
-
-impl TryCounted for BioState {
-    const RECORD: crate::RecordId = REC_BIO;
-    fn tries_left(&self) -> u8 {
-        self.tries_left
-    }
-    fn max_tries(&self) -> u8 {
-        self.max_tries
-    }
-    fn with_tries(&self, tries_left: u8) -> Self {
-        Self {
-            tries_left,
-            ..self.clone()
-        }
-    }
-    fn encode(&self) -> Vec<u8> {
-        BioState::encode(self)
-    }
-    fn store(p: &mut Persistent, s: Self) {
-        p.bio = Some(s);
-    }
-}
-
 /// VERIFY with empty data: `9000` if verified since SELECT, else the tries
 /// left (`63Cx`) or blocked (`6983`).
 fn verification_status(verified: bool, tries_left: u8) -> Result<(), Status> {
@@ -495,11 +439,10 @@ impl<N: Nvm> Card<N> {
         let pin = params.pin.as_ref().map(|pin| {
             let digits: Zeroizing<Vec<u8>> =
                 Zeroizing::new(pin.expose_digits().iter().map(|d| b'0' + d).collect());
-            PinState {
-                tries_left: params.pin_max_tries,
-                max_tries: params.pin_max_tries,
-                verifier: pin_verifier(&identity.pin_key, &identity.card_id, &digits),
-            }
+            PinState::new(
+                params.pin_max_tries,
+                pin_verifier(&identity.pin_key, &identity.card_id, &digits),
+            )
         });
         let bio = match &params.fingerprint {
             None => None,
@@ -508,11 +451,7 @@ impl<N: Nvm> Card<N> {
                 if reference.len() > crate::nvm::MAX_RECORD_LEN - 3 {
                     return Err(CardError::InvalidParams("fingerprint template too large"));
                 }
-                Some(BioState {
-                    tries_left: params.bio_max_tries,
-                    max_tries: params.bio_max_tries,
-                    reference,
-                })
+                Some(BioState::new(params.bio_max_tries, reference))
             }
         };
         let purse = Purse {
@@ -953,29 +892,32 @@ impl<N: Nvm> Card<N> {
     /// Counts one verification attempt against `state` (PIN or fingerprint
     /// reference): the decremented try counter is written *before*
     /// `matches` runs, and the counter is restored only after a match, so a
-    /// torn attempt is a failed attempt or none at all. Returns whether it
-    /// matched; on a mismatch the error carries the tries left.
-    fn counted_attempt<S: TryCounted>(
+    /// torn attempt is a failed attempt or none at all. `record` is the NVM
+    /// record of `state` and `mirror` its copy in RAM. On a mismatch the
+    /// error carries the tries left.
+    fn counted_attempt<D: AsRef<[u8]> + Clone>(
         &mut self,
-        state: &S,
+        record: crate::RecordId,
+        state: &Reference<D>,
+        mirror: fn(&mut Persistent) -> &mut Option<Reference<D>>,
         matches: impl FnOnce() -> bool,
     ) -> Result<(), Status> {
-        if state.tries_left() == 0 {
+        if state.tries_left == 0 {
             return Err(Status::OperationBlocked);
         }
-        let after = state.with_tries(state.tries_left() - 1);
-        if let Err(e) = self.nvm.write(S::RECORD, &after.encode()) {
+        let after = state.with_tries(state.tries_left - 1);
+        if let Err(e) = self.nvm.write(record, &after.encode()) {
             return Err(self.go_mute(e));
         }
-        S::store(&mut self.p, after.clone());
+        *mirror(&mut self.p) = Some(after.clone());
         if !matches() {
-            return Err(Status::RemainingRetries(after.tries_left()));
+            return Err(Status::RemainingRetries(after.tries_left));
         }
-        let reset = after.with_tries(after.max_tries());
-        if let Err(e) = self.nvm.write(S::RECORD, &reset.encode()) {
+        let reset = after.with_tries(after.max_tries);
+        if let Err(e) = self.nvm.write(record, &reset.encode()) {
             return Err(self.go_mute(e));
         }
-        S::store(&mut self.p, reset);
+        *mirror(&mut self.p) = Some(reset);
         Ok(())
     }
 
@@ -1001,9 +943,12 @@ impl<N: Nvm> Card<N> {
             self.p.identity.pin_key.clone(),
             self.p.identity.card_id.clone(),
         );
-        self.counted_attempt(&pin, || {
-            bool::from(pin_verifier(&key, &card_id, &digits).ct_eq(&pin.verifier))
-        })?;
+        self.counted_attempt(
+            REC_PIN,
+            &pin,
+            |p| &mut p.pin,
+            || bool::from(pin_verifier(&key, &card_id, &digits).ct_eq(&pin.data)),
+        )?;
         self.v.pin_verified = true;
         Ok(())
     }
@@ -1029,14 +974,19 @@ impl<N: Nvm> Card<N> {
         let record = biometric_data(c.data).ok_or(Status::IncorrectDataParameter)?;
         let probe = kessai_biometric::Template::from_iso19794_2(record)
             .map_err(|_| Status::IncorrectDataParameter)?;
-        let reference = kessai_biometric::Template::from_iso19794_2(&bio.reference)
+        let reference = kessai_biometric::Template::from_iso19794_2(&bio.data)
             .map_err(|_| Status::UnspecifiedCheckingError)?;
         self.v.bio_verified = false;
-        self.counted_attempt(&bio, || {
-            kessai_biometric::Matcher::default()
-                .verify(&probe, &reference)
-                .is_match()
-        })?;
+        self.counted_attempt(
+            REC_BIO,
+            &bio,
+            |p| &mut p.bio,
+            || {
+                kessai_biometric::Matcher::default()
+                    .verify(&probe, &reference)
+                    .is_match()
+            },
+        )?;
         self.v.bio_verified = true;
         Ok(())
     }

@@ -177,23 +177,22 @@ pub(crate) struct Purse {
     pub(crate) log_count: u16,
 }
 
-/// PIN verification data.
+/// Verification reference data — the PIN verifier, the fingerprint
+/// template — with its persistent try counter (`tries_left ≤ max_tries`).
+/// Never leaves the card: no command reads it.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct PinState {
+pub(crate) struct Reference<D> {
     pub(crate) tries_left: u8,
     pub(crate) max_tries: u8,
-    pub(crate) verifier: [u8; 32],
+    pub(crate) data: D,
 }
 
+/// PIN verification data: a keyed hash of the PIN.
+pub(crate) type PinState = Reference<[u8; 32]>;
+
 /// Biometric reference data: an ISO/IEC 19794-2 finger minutiae record
-/// enrolled at personalization, and the comparison try counter. Never
-/// leaves the card: no command reads it.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct BioState {
-    pub(crate) tries_left: u8,
-    pub(crate) max_tries: u8,
-    pub(crate) reference: Zeroizing<Vec<u8>>,
-}
+/// enrolled at personalization.
+pub(crate) type BioState = Reference<Zeroizing<Vec<u8>>>;
 
 // ---- byte encoding helpers ----
 
@@ -253,9 +252,6 @@ impl<'a> Reader<'a> {
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], CardError> {
         let n = usize::from(self.u16()?);
         self.take(n)
-    }
-    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], CardError> {
-        Ok(self.take(N)?.try_into().expect("N"))
     }
     pub(crate) fn end(&self) -> Result<(), CardError> {
         if self.0.is_empty() {
@@ -382,52 +378,65 @@ impl Purse {
     }
 }
 
-impl PinState {
+impl<D: AsRef<[u8]> + Clone> Reference<D> {
+    /// A fresh reference with all `max_tries` tries.
+    pub(crate) fn new(max_tries: u8, data: D) -> Self {
+        Self {
+            tries_left: max_tries,
+            max_tries,
+            data,
+        }
+    }
+    pub(crate) fn with_tries(&self, tries_left: u8) -> Self {
+        Self {
+            tries_left,
+            ..self.clone()
+        }
+    }
+    /// `version ‖ tries left ‖ max tries ‖ data`.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.u8(FORMAT_VERSION).u8(self.tries_left).u8(self.max_tries);
-        w.0.extend_from_slice(&self.verifier);
+        w.0.extend_from_slice(self.data.as_ref());
         w.0
     }
-    pub(crate) fn decode(b: &[u8]) -> Result<Self, CardError> {
-        let mut r = Reader::new(b);
-        if r.u8()? != FORMAT_VERSION {
-            return Err(CardError::Corrupt("unknown PIN format"));
-        }
-        let p = Self {
-            tries_left: r.u8()?,
-            max_tries: r.u8()?,
-            verifier: r.array()?,
+    /// Decodes [`Self::encode`]'s output; `data` validates the data bytes.
+    /// `errors`: how an unknown format version, and a bad counter or data,
+    /// are reported.
+    pub(crate) fn decode(
+        b: &[u8],
+        errors: (&'static str, &'static str),
+        data: impl FnOnce(&[u8]) -> Option<D>,
+    ) -> Result<Self, CardError> {
+        let &[version, tries_left, max_tries, ref rest @ ..] = b else {
+            return Err(CardError::Corrupt("record too short"));
         };
-        r.end()?;
-        if p.tries_left > p.max_tries {
-            return Err(CardError::Corrupt("PIN try counter"));
+        if version != FORMAT_VERSION {
+            return Err(CardError::Corrupt(errors.0));
         }
-        Ok(p)
+        let data = data(rest)
+            .filter(|_| tries_left <= max_tries)
+            .ok_or(CardError::Corrupt(errors.1))?;
+        Ok(Self {
+            tries_left,
+            max_tries,
+            data,
+        })
+    }
+}
+
+impl PinState {
+    pub(crate) fn decode_pin(b: &[u8]) -> Result<Self, CardError> {
+        Self::decode(b, ("unknown PIN format", "PIN record"), |d| {
+            d.try_into().ok()
+        })
     }
 }
 
 impl BioState {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.u8(FORMAT_VERSION).u8(self.tries_left).u8(self.max_tries);
-        w.0.extend_from_slice(&self.reference);
-        w.0
-    }
-    pub(crate) fn decode(b: &[u8]) -> Result<Self, CardError> {
-        let [version, tries_left, max_tries, reference @ ..] = b else {
-            return Err(CardError::Corrupt("biometric record"));
-        };
-        if *version != FORMAT_VERSION {
-            return Err(CardError::Corrupt("unknown biometric format"));
-        }
-        if tries_left > max_tries || reference.is_empty() {
-            return Err(CardError::Corrupt("biometric record"));
-        }
-        Ok(Self {
-            tries_left: *tries_left,
-            max_tries: *max_tries,
-            reference: Zeroizing::new(reference.to_vec()),
+    pub(crate) fn decode_bio(b: &[u8]) -> Result<Self, CardError> {
+        Self::decode(b, ("unknown biometric format", "biometric record"), |d| {
+            (!d.is_empty()).then(|| Zeroizing::new(d.to_vec()))
         })
     }
 }
