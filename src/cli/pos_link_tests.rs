@@ -18,18 +18,16 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
-use kessai_card::{Card, CardholderData, PersonalizationParams};
-use kessai_card_emu::{FileNvm, Relay};
+use kessai_card_emu::Relay;
 use kessai_crypto::hpke::{HpkeKeyPair, HpkePublicKey};
 use kessai_flow_d::artefacts::{LineItem, Receipt, verify_receipt};
 use kessai_flow_d::host::{HostChallenge, HostPublic};
 use kessai_flow_d::link::LinkSession;
 use kessai_flow_d::phone::{CustomerVerification, build_authorization};
 use kessai_flow_d::pos::{PhoneToPos, PosToPhone, SessionId};
-use kessai_host::card_security::{self, IssueCard};
 use kessai_ids::{AccountId, CardId, KeyRef, TransferId};
 use kessai_money::{Currency, Money};
-use kessai_secrets::{CardNumber, Pin};
+use kessai_secrets::Pin;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -40,7 +38,7 @@ use crate::cli::phone::{host_public, pay_link};
 use crate::cli::wallet::{CardSpec, Http, open_card};
 use crate::demo::DemoCtx;
 
-const PIN: &str = "730519";
+use crate::demo::flow_d::PIN;
 const TERMINAL: &str = "till-link";
 /// Upper bound for one awaited event (the machine may be busy building).
 const BOUND: Duration = Duration::from_secs(30);
@@ -96,33 +94,9 @@ struct Till {
 }
 
 async fn issue_card(ctx: &DemoCtx, i: usize, funding: &AccountId) -> anyhow::Result<CardId> {
-    let jpy = Currency::from_code("JPY")?;
     let id: CardId = format!("link-card-{i}").parse()?;
     let pan = test_pan(i);
-    let (_, keys) = card_security::issue_card(
-        &ctx.app,
-        &IssueCard {
-            card_id: id.clone(),
-            currency: jpy,
-            purse_max_minor: 1,
-            cardholder_id: None,
-        },
-    )
-    .await?;
-    let mut seed = [0u8; 32];
-    rand::fill(&mut seed);
-    let mut p = PersonalizationParams::new(id.clone(), keys, jpy, 1, seed);
-    p.pin = Some(Pin::new(PIN)?);
-    p.cardholder = Some(CardholderData {
-        pan: CardNumber::new(&pan)?,
-        expiry_yymm: "3012".into(),
-        name: "HANAKO SATO".into(),
-    });
-    Card::personalize(
-        p,
-        FileNvm::create(&ctx.work_dir.join(format!("{id}.card")))?,
-    )
-    .map_err(|e| anyhow::anyhow!("personalization: {e}"))?;
+    crate::demo::flow_d::issue(ctx, id.as_str(), Some(&pan), None).await?;
     ctx.admin_post(
         "/v1/flow-d/admin/cards",
         json!({"card_id": id.to_string(), "pan": pan, "expiry_yymm": "3012",
@@ -279,6 +253,22 @@ impl Till {
         within("a printed receipt", self.printed.recv())
             .await?
             .context("the POS stopped without printing")
+    }
+
+    /// The POS still serves: another phone pays `basket` with card `card`
+    /// through the real phone adapter (`kessai phone pay-link`'s code) and
+    /// the POS prints that receipt.
+    async fn serves_another_phone(&mut self, card: usize, basket: &str) -> anyhow::Result<Receipt> {
+        let r = self.pay_with_phone_adapter(card, basket).await?;
+        let text = self.next_print().await?;
+        ensure!(printed_txn(&text)? == r.transfer_id.to_string(), "{text}");
+        Ok(r)
+    }
+
+    /// True if a new phone's Hello for `basket` is refused (it is paid).
+    async fn refuses_basket(&self, basket: &str) -> anyhow::Result<bool> {
+        let mut p = RawPhone::connect(self).await?;
+        Ok(p.hello(basket).await?.is_none())
     }
 
     /// A phone paying `basket` with card `card` through the real phone
@@ -532,17 +522,13 @@ async fn dropped_link(at: DropAt) -> anyhow::Result<()> {
     ensure!(t.queued_receipts(Some(&t.cards[1].0)).await? == 1);
 
     // Exactly once: the paid basket is refused to a third phone ...
-    let mut p2 = RawPhone::connect(&t).await?;
     ensure!(
-        p2.hello("b-drop").await?.is_none(),
+        t.refuses_basket("b-drop").await?,
         "{at:?}: a paid basket was offered again"
     );
-    drop(p2);
     // ... and the POS still serves other phones (real phone adapter).
-    let r2 = t.pay_with_phone_adapter(2, "b-other").await?;
+    let r2 = t.serves_another_phone(2, "b-other").await?;
     ensure!(r2.goods == other);
-    let text = t.next_print().await?;
-    ensure!(printed_txn(&text)? == r2.transfer_id.to_string(), "{text}");
 
     let (n, rest) = t.finish().await?;
     ensure!(n == 2 && rest.is_empty(), "{at:?}: {n} receipts, {rest:?}");
@@ -629,19 +615,15 @@ async fn vanished_phone(how: Vanish) -> anyhow::Result<()> {
 
     // Nothing is settled twice: the basket is paid, another phone's Hello
     // for it is refused.
-    let mut p1 = RawPhone::connect(&t).await?;
     ensure!(
-        p1.hello("b-gone").await?.is_none(),
+        t.refuses_basket("b-gone").await?,
         "{how:?}: a paid basket was offered again"
     );
-    drop(p1);
     t.assert_nothing_printed()?;
 
     // The POS keeps serving other phones (real phone adapter).
-    let r = t.pay_with_phone_adapter(2, "b-other").await?;
+    let r = t.serves_another_phone(2, "b-other").await?;
     ensure!(r.goods == other);
-    let text2 = t.next_print().await?;
-    ensure!(printed_txn(&text2)? == r.transfer_id.to_string(), "{text2}");
 
     // It returns (every basket paid) without hanging on the vanished phone.
     let (n, rest) = t.finish().await?;

@@ -67,7 +67,7 @@ pub(crate) fn test_pan(series: usize, i: usize) -> String {
 
 /// A test card number (Luhn-valid, test range).
 const PAN: &str = "4000056655665556";
-const PIN: &str = "730519";
+pub(crate) const PIN: &str = "730519";
 const WRONG_PIN: &str = "111999";
 /// Taro's finger (synthetic finger on the simulated sensor), enrolled on
 /// his card; and somebody else's.
@@ -90,7 +90,10 @@ fn refusal_slug(e: &anyhow::Error) -> Option<String> {
     e.downcast_ref::<Refusal>().map(|r| r.problem.clone())
 }
 
-async fn issue(
+/// Issues card `id` at the host and personalizes it into
+/// `WORK_DIR/<id>.card`: with `pan`, a customer card with PIN [`PIN`];
+/// with `finger`, that synthetic finger enrolled.
+pub(crate) async fn issue(
     ctx: &DemoCtx,
     id: &str,
     pan: Option<&str>,

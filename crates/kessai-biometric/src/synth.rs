@@ -290,6 +290,23 @@ impl SyntheticFinger {
         t
     }
 
+    /// Enrols this finger as an enrolment station would: [`enrol`] over
+    /// [`MIN_IMPRESSIONS`] impressions with the default noise. Tests and
+    /// simulations use it to put a finger's reference into a card.
+    ///
+    /// [`enrol`]: crate::enrol
+    /// [`MIN_IMPRESSIONS`]: crate::MIN_IMPRESSIONS
+    pub fn enrol<R: Rng + ?Sized>(
+        &self,
+        matcher: &crate::Matcher,
+        rng: &mut R,
+    ) -> Result<Template, crate::EnrolError> {
+        let impressions: Vec<Template> = (0..crate::MIN_IMPRESSIONS)
+            .map(|_| self.impression(&ImpressionParams::default(), rng))
+            .collect();
+        crate::enrol(&impressions, matcher)
+    }
+
     /// One impression as a sensor with an ideal extractor would report it,
     /// with the noise described by `params`.
     pub fn impression<R: Rng + ?Sized>(&self, params: &ImpressionParams, rng: &mut R) -> Template {

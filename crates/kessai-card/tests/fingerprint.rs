@@ -7,8 +7,8 @@ mod common;
 
 use chacha20::ChaCha8Rng;
 use common::{MAX, jpy, keys, select_apdu, sw};
+use kessai_biometric::Matcher;
 use kessai_biometric::synth::{ImpressionParams, SyntheticFinger};
-use kessai_biometric::{Matcher, enrol};
 use kessai_card::{
     Card, MemNvm, PersonalizationParams, application_cryptogram, biometric_verify_data,
 };
@@ -39,11 +39,10 @@ impl Fingers {
 }
 
 fn card(fingers: &mut Fingers, tries: u8) -> Card<MemNvm> {
-    let params = ImpressionParams::default();
-    let impressions: Vec<_> = (0..3)
-        .map(|_| fingers.owner.impression(&params, &mut fingers.rng))
-        .collect();
-    let reference = enrol(&impressions, &Matcher::default()).unwrap();
+    let reference = fingers
+        .owner
+        .enrol(&Matcher::default(), &mut fingers.rng)
+        .unwrap();
     let mut p =
         PersonalizationParams::new("card-0001".parse().unwrap(), keys(), jpy(), MAX, [7; 32]);
     p.fingerprint = Some(reference);

@@ -375,6 +375,16 @@ impl World {
             .cvm_tries_left
     }
 
+    /// Temporary passwords stored at the host.
+    async fn passwords(&self) -> i64 {
+        kessai_store::on_pool!(self.h.state.db, |pool| {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM flowd_passwords")
+                .fetch_one(pool)
+                .await
+        })
+        .unwrap()
+    }
+
     async fn last_counter(&self, card: &str) -> i64 {
         kessai_store::flow_d::card(&self.h.state.db, card)
             .await
@@ -486,13 +496,7 @@ async fn wrong_pin_counts_down_then_locks(postgres: bool) {
     let r = w.h.post("/v1/flow-d/authorizations", body).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.slug(), "card-blocked");
-    let n: i64 = kessai_store::on_pool!(w.h.state.db, |pool| {
-        sqlx::query_scalar("SELECT COUNT(*) FROM flowd_passwords")
-            .fetch_one(pool)
-            .await
-    })
-    .unwrap();
-    assert_eq!(n, 0);
+    assert_eq!(w.passwords().await, 0);
     assert_eq!(w.h.balance("fund.a").await, 0);
 }
 
@@ -809,11 +813,9 @@ impl Fingerprinted {
         let mut rng = chacha20::ChaCha8Rng::seed_from_u64(21);
         let owner = kessai_biometric::synth::SyntheticFinger::generate(&mut rng);
         let stranger = kessai_biometric::synth::SyntheticFinger::generate(&mut rng);
-        let impressions: Vec<_> = (0..3)
-            .map(|_| owner.impression(&Default::default(), &mut rng))
-            .collect();
-        let reference =
-            kessai_biometric::enrol(&impressions, &kessai_biometric::Matcher::default()).unwrap();
+        let reference = owner
+            .enrol(&kessai_biometric::Matcher::default(), &mut rng)
+            .unwrap();
         let cid: CardId = "card-c".parse().unwrap();
         let (_, keys) = card_security::issue_card(
             &h.state,
@@ -872,15 +874,14 @@ impl Fingerprinted {
         f.impression(&Default::default(), &mut self.rng)
     }
 
-    /// Builds the authorization with `v` and posts it.
-    async fn authorize(
+    /// The phone's side for a 2 000 JPY cap: card, verification, request.
+    async fn build(
         &mut self,
         w: &World,
         v: &CustomerVerification,
-        tamper: impl FnOnce(&mut kessai_flow_d::host::AuthorizationRequest),
-    ) -> Reply {
+    ) -> Result<kessai_flow_d::host::AuthorizationRequest, kessai_flow_d::FlowDError> {
         let ch = w.h.challenge().await;
-        let mut req = build_authorization(
+        build_authorization(
             &mut self.card,
             &w.public,
             &ch,
@@ -888,7 +889,16 @@ impl Fingerprinted {
             v,
             &mut rand::rng(),
         )
-        .unwrap();
+    }
+
+    /// Builds the authorization with `v` and posts it.
+    async fn authorize(
+        &mut self,
+        w: &World,
+        v: &CustomerVerification,
+        tamper: impl FnOnce(&mut kessai_flow_d::host::AuthorizationRequest),
+    ) -> Reply {
+        let mut req = self.build(w, v).await.unwrap();
         tamper(&mut req);
         w.h.post(
             "/v1/flow-d/authorizations",
@@ -901,46 +911,27 @@ impl Fingerprinted {
 async fn every_verification_method_works_over_http(postgres: bool) {
     let w = world(postgres).await;
     let mut c = Fingerprinted::new(&w.h).await;
-    let tries = |w: &World| {
-        let db = w.h.state.db.clone();
-        async move {
-            kessai_store::flow_d::card(&db, "card-c")
-                .await
-                .unwrap()
-                .unwrap()
-                .cvm_tries_left
-        }
-    };
     // Offline PIN: the card checks it, its cryptogram carries CVM 01.
     let v = CustomerVerification::OfflinePin(Pin::new("2468").unwrap());
     let r = c.authorize(&w, &v, |_| {}).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     // A wrong offline PIN never leaves the phone: the card refuses.
-    let ch = w.h.challenge().await;
     let wrong = CustomerVerification::OfflinePin(Pin::new("1357").unwrap());
     assert_eq!(
-        build_authorization(
-            &mut c.card,
-            &w.public,
-            &ch,
-            yen(2_000),
-            &wrong,
-            &mut rand::rng()
-        )
-        .unwrap_err(),
+        c.build(&w, &wrong).await.unwrap_err(),
         kessai_flow_d::FlowDError::WrongPin { tries_left: 2 }
     );
     // Registered secret (claim 17): right, then wrong (a host try is used).
     let v = CustomerVerification::RegisteredSecret("white crane".into());
     let r = c.authorize(&w, &v, |_| {}).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let before = tries(&w).await;
+    let before = w.tries("card-c").await;
     let v = CustomerVerification::RegisteredSecret("black crane".into());
     let r = c.authorize(&w, &v, |_| {}).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert_eq!(r.slug(), "wrong-pin");
     assert!(!r.body.to_string().contains("crane"));
-    assert_eq!(tries(&w).await, before - 1);
+    assert_eq!(w.tries("card-c").await, before - 1);
     // On-card fingerprint (claim 16): the card's matcher, CVM 02; a
     // success resets the host tries.
     let live = c.touch(true);
@@ -959,34 +950,14 @@ async fn every_verification_method_works_over_http(postgres: bool) {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(w.h.balance("fund.c").await, -1_200);
     // A stranger's finger is refused by the card: nothing is sent.
-    let ch = w.h.challenge().await;
     let stranger = CustomerVerification::OnCardBiometric(c.touch(false));
     assert_eq!(
-        build_authorization(
-            &mut c.card,
-            &w.public,
-            &ch,
-            yen(2_000),
-            &stranger,
-            &mut rand::rng()
-        )
-        .unwrap_err(),
+        c.build(&w, &stranger).await.unwrap_err(),
         kessai_flow_d::FlowDError::WrongPin { tries_left: 4 }
     );
     // A phone claiming the fingerprint method without the card's CVM 02,
     // or rewriting the CVM byte: refused, no password, no money moves.
-    let passwords = |w: &World| {
-        let db = w.h.state.db.clone();
-        async move {
-            kessai_store::on_pool!(db, |pool| {
-                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM flowd_passwords")
-                    .fetch_one(pool)
-                    .await
-            })
-            .unwrap()
-        }
-    };
-    let n = passwords(&w).await;
+    let n = w.passwords().await;
     let pin_v = CustomerVerification::OnlinePin(Pin::new("2468").unwrap());
     let r = c
         .authorize(&w, &pin_v, |req| {
@@ -1001,7 +972,7 @@ async fn every_verification_method_works_over_http(postgres: bool) {
         })
         .await;
     assert_eq!(r.slug(), "bad-cryptogram", "{}", r.body);
-    assert_eq!(passwords(&w).await, n);
+    assert_eq!(w.passwords().await, n);
     assert_eq!(w.h.balance("fund.c").await, -1_200);
 }
 

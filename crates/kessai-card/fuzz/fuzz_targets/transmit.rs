@@ -23,10 +23,8 @@ fn reference() -> &'static kessai_biometric::Template {
         use rand_core::SeedableRng as _;
         let mut rng = chacha20::ChaCha8Rng::seed_from_u64(5);
         let finger = kessai_biometric::synth::SyntheticFinger::generate(&mut rng);
-        let impressions: Vec<_> = (0..3)
-            .map(|_| finger.impression(&Default::default(), &mut rng))
-            .collect();
-        kessai_biometric::enrol(&impressions, &kessai_biometric::Matcher::default())
+        finger
+            .enrol(&kessai_biometric::Matcher::default(), &mut rng)
             .expect("enrol")
     })
 }

@@ -285,9 +285,10 @@ impl Fingers {
 
     /// `customer_card` with the owner's finger enrolled.
     pub fn enrolled_card(&mut self, card_id: &str, pan: &str, seed: u8) -> Card<MemNvm> {
-        let impressions: Vec<_> = (0..3).map(|_| self.touch(true)).collect();
-        let reference =
-            kessai_biometric::enrol(&impressions, &kessai_biometric::Matcher::default()).unwrap();
+        let reference = self
+            .owner
+            .enrol(&kessai_biometric::Matcher::default(), &mut self.rng)
+            .unwrap();
         let mut p = customer_params(card_id, pan, seed);
         p.pin = None;
         p.fingerprint = Some(reference);
