@@ -166,25 +166,43 @@ pub fn live_fingerprint(finger_seed: u64) -> anyhow::Result<kessai_biometric::Te
     bail!("fingerprint sensor: no usable touch")
 }
 
-/// Enrols finger `finger_seed`: the best of several consistent touches, as
-/// an enrolment station would.
+/// Enrols finger `finger_seed` (flow D card personalization) the way the
+/// flow A device does; see [`enrol_from`].
 pub fn enrol_fingerprint(finger_seed: u64) -> anyhow::Result<kessai_biometric::Template> {
-    let matcher = Matcher::default();
+    let mut sensor = simulated_sensor(finger_seed, rand::random());
+    let (master, _) = enrol_from(&mut sensor, &Matcher::default())
+        .map_err(|e| anyhow::anyhow!("fingerprint enrolment: {e}"))?;
+    Ok(master)
+}
+
+/// Enrolment like a real one: touch until there are enough usable
+/// impressions; one that does not match the others (a slipped or partial
+/// touch) is dropped and the user touches again. Returns the master
+/// template and the impressions it was made from.
+fn enrol_from(
+    sensor: &mut SimulatedSensor,
+    matcher: &Matcher,
+) -> Result<(kessai_biometric::Template, Vec<kessai_biometric::Template>), ReaderError> {
     let mut impressions = Vec::with_capacity(ENROL_IMPRESSIONS);
     for _ in 0..MAX_ENROL_TOUCHES {
-        impressions.push(live_fingerprint(finger_seed)?);
+        match sensor.capture() {
+            Ok(t) => impressions.push(t),
+            Err(SensorError::PoorCapture { .. }) => continue,
+            Err(SensorError::NoFinger) => return Err(ReaderError::NoFinger),
+            Err(SensorError::Unavailable) => return Err(ReaderError::Unavailable),
+        }
         if impressions.len() < ENROL_IMPRESSIONS {
             continue;
         }
-        match kessai_biometric::enrol(&impressions, &matcher) {
-            Ok(t) => return Ok(t),
+        match kessai_biometric::enrol(&impressions, matcher) {
+            Ok(master) => return Ok((master, impressions)),
             Err(kessai_biometric::EnrolError::Inconsistent { impression }) => {
                 impressions.remove(impression);
             }
-            Err(e) => bail!("fingerprint enrolment: {e}"),
+            Err(_) => return Err(ReaderError::PoorCapture),
         }
     }
-    bail!("fingerprint enrolment: touches are not consistent")
+    Err(ReaderError::Inconsistent)
 }
 
 fn to_record(t: &kessai_biometric::Template) -> Result<Template, ReaderError> {
@@ -193,37 +211,14 @@ fn to_record(t: &kessai_biometric::Template) -> Result<Template, ReaderError> {
 
 impl FingerprintReader for SimulatedReader {
     fn read_master(&mut self) -> Result<MasterReading, ReaderError> {
-        // Like a real enrolment: touch until there are enough usable
-        // impressions; one that does not match the others (a slipped or
-        // partial touch) is dropped and the user touches again.
-        let mut impressions = Vec::with_capacity(ENROL_IMPRESSIONS);
-        for _ in 0..MAX_ENROL_TOUCHES {
-            match self.sensor.capture() {
-                Ok(t) => impressions.push(t),
-                Err(SensorError::PoorCapture { .. }) => continue,
-                Err(SensorError::NoFinger) => return Err(ReaderError::NoFinger),
-                Err(SensorError::Unavailable) => return Err(ReaderError::Unavailable),
-            }
-            if impressions.len() < ENROL_IMPRESSIONS {
-                continue;
-            }
-            match kessai_biometric::enrol(&impressions, &self.matcher) {
-                Ok(master) => {
-                    return Ok(MasterReading {
-                        template: to_record(&master)?,
-                        impressions: impressions
-                            .iter()
-                            .map(to_record)
-                            .collect::<Result<_, _>>()?,
-                    });
-                }
-                Err(kessai_biometric::EnrolError::Inconsistent { impression }) => {
-                    impressions.remove(impression);
-                }
-                Err(_) => return Err(ReaderError::PoorCapture),
-            }
-        }
-        Err(ReaderError::Inconsistent)
+        let (master, impressions) = enrol_from(&mut self.sensor, &self.matcher)?;
+        Ok(MasterReading {
+            template: to_record(&master)?,
+            impressions: impressions
+                .iter()
+                .map(to_record)
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     fn capture_and_match(&mut self, reference: &Template) -> MatchOutcome {
