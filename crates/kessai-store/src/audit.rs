@@ -17,6 +17,11 @@
 //!    resolution must carry exactly its pending's legs
 //!    ([`Finding::ResolutionLegsDiffer`]).
 //!
+//! 3. **History** (SQLite). The account history that the ledger writer
+//!    fills in chunks must hold exactly one `(account, transfer)` pair for
+//!    every leg up to its mark, and nothing else
+//!    ([`Finding::AccountHistoryMismatch`]).
+//!
 //! An edited amount shows up as a digest mismatch and a balance mismatch;
 //! a deleted transfer as a balance mismatch; a copy under a new id as a
 //! digest mismatch (the digest covers the id) and a balance mismatch; an
@@ -76,6 +81,17 @@ pub enum Finding {
         transfer: TransferId,
         /// The pending it resolves.
         pending: TransferId,
+    },
+    /// SQLite: the account history and the legs disagree (at most 100
+    /// are reported).
+    AccountHistoryMismatch {
+        /// The account, as stored.
+        account: String,
+        /// The transfer's sequence number.
+        transfer_seq: i64,
+        /// True: a leg up to the mark has no history entry; false: a
+        /// history entry has no leg, or lies past the mark.
+        missing: bool,
     },
     /// A row could not be decoded (bad id, unknown code, wrong length).
     CorruptRow {
@@ -140,7 +156,13 @@ pub async fn audit(db: &Db) -> Result<AuditReport, StoreError> {
         ),
     };
     match loaded {
-        Ok((accounts, transfers)) => Ok(check(&accounts, &transfers)),
+        Ok((accounts, transfers)) => {
+            let mut report = check(&accounts, &transfers);
+            if let DbPool::Sqlite(p) = db.pool() {
+                report.findings.extend(history_findings(p).await?);
+            }
+            Ok(report)
+        }
         Err(StoreError::Corrupt { table, detail }) => Ok(AuditReport {
             findings: vec![Finding::CorruptRow {
                 detail: format!("{table}: {detail}"),
@@ -149,6 +171,34 @@ pub async fn audit(db: &Db) -> Result<AuditReport, StoreError> {
         }),
         Err(e) => Err(e),
     }
+}
+
+/// Pass 3 on SQLite, in one statement (one snapshot).
+async fn history_findings(pool: &sqlx::SqlitePool) -> Result<Vec<Finding>, StoreError> {
+    let rows: Vec<(String, i64, bool)> = sqlx::query_as(
+        "SELECT l.account_id, l.transfer_seq, 1 FROM ledger_legs l, ledger_history_mark m \
+         WHERE m.id = 1 AND l.transfer_seq <= m.upto AND NOT EXISTS \
+           (SELECT 1 FROM ledger_account_history h \
+            WHERE h.account_id = l.account_id AND h.transfer_seq = l.transfer_seq) \
+         UNION ALL \
+         SELECT h.account_id, h.transfer_seq, 0 FROM ledger_account_history h, ledger_history_mark m \
+         WHERE m.id = 1 AND (h.transfer_seq > m.upto OR NOT EXISTS \
+           (SELECT 1 FROM ledger_legs l \
+            WHERE l.transfer_seq = h.transfer_seq AND l.account_id = h.account_id)) \
+         LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(account, transfer_seq, missing)| Finding::AccountHistoryMismatch {
+                account,
+                transfer_seq,
+                missing,
+            },
+        )
+        .collect())
 }
 
 /// The checks, on loaded data (pure).

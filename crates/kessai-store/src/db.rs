@@ -180,6 +180,11 @@ pub struct DbConfig {
     pub postgres_schema: Option<String>,
     /// SQLite busy timeout: how long a writer waits for the lock.
     pub busy_timeout: Duration,
+    /// SQLite: how many transfers gather after the account-history mark
+    /// before the ledger writer moves their legs into the history (see
+    /// `migrations/sqlite/0010_ledger_legs_by_seq.sql`). Larger: fewer,
+    /// bigger merges and a longer tail for history queries to scan.
+    pub ledger_history_chunk: i64,
 }
 
 impl DbConfig {
@@ -190,6 +195,7 @@ impl DbConfig {
             max_connections: None,
             postgres_schema: None,
             busy_timeout: Duration::from_secs(30),
+            ledger_history_chunk: crate::ledger::DEFAULT_HISTORY_CHUNK,
         }
     }
 }
@@ -209,6 +215,8 @@ struct DbInner {
     sqlite_path: Option<PathBuf>,
     /// The group-commit writer of the ledger, started on first use.
     pub(crate) ledger_writer: OnceLock<crate::ledger::WriterHandle>,
+    /// [`DbConfig::ledger_history_chunk`], at least 1.
+    ledger_history_chunk: i64,
 }
 
 /// Where a URL points.
@@ -311,7 +319,7 @@ impl Db {
                     .connect_with(opts)
                     .await?;
                 SQLITE_MIGRATOR.run(&pool).await?;
-                Ok(Self::from_pool(DbPool::Sqlite(pool), Some(path)))
+                Ok(Self::from_pool(DbPool::Sqlite(pool), Some(path), &config))
             }
             Location::Postgres(url) => {
                 let mut opts =
@@ -341,17 +349,18 @@ impl Db {
                     .connect_with(opts)
                     .await?;
                 POSTGRES_MIGRATOR.run(&pool).await?;
-                Ok(Self::from_pool(DbPool::Postgres(pool), None))
+                Ok(Self::from_pool(DbPool::Postgres(pool), None, &config))
             }
         }
     }
 
-    fn from_pool(pool: DbPool, sqlite_path: Option<PathBuf>) -> Db {
+    fn from_pool(pool: DbPool, sqlite_path: Option<PathBuf>, config: &DbConfig) -> Db {
         Db {
             inner: Arc::new(DbInner {
                 pool,
                 sqlite_path,
                 ledger_writer: OnceLock::new(),
+                ledger_history_chunk: config.ledger_history_chunk.max(1),
             }),
         }
     }
@@ -393,6 +402,10 @@ impl Db {
 
     pub(crate) fn ledger_writer_cell(&self) -> &OnceLock<crate::ledger::WriterHandle> {
         &self.inner.ledger_writer
+    }
+
+    pub(crate) fn ledger_history_chunk(&self) -> i64 {
+        self.inner.ledger_history_chunk
     }
 }
 

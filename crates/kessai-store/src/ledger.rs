@@ -46,6 +46,18 @@
 //! `Db`, which keeps one pooled connection while it has work (its page
 //! cache stays warm) and gives it back when the pool closes; PostgreSQL
 //! runs [`POSTGRES_WRITERS`], each taking a pooled connection per batch.
+//!
+//! # What the SQLite writer remembers
+//!
+//! Between batches the SQLite writer keeps the accounts it has read and
+//! committed ([`WriterMemo`]). It uses them only while `PRAGMA
+//! data_version` on its connection is unchanged, which SQLite guarantees
+//! means no other connection — in this process or another — has committed
+//! anything since; otherwise it reads them again inside the batch's
+//! `BEGIN IMMEDIATE`. After any failed batch, or when its connection
+//! changes, it forgets everything. The same writer moves legs into the
+//! account history in chunks of [`crate::DbConfig::ledger_history_chunk`]
+//! transfers (see `migrations/sqlite/0010_ledger_legs_by_seq.sql`).
 
 pub(crate) mod sql;
 
@@ -62,6 +74,10 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use crate::StoreError;
 use crate::db::{Db, DbPool, is_retryable, is_unique_violation};
 
+/// Default [`crate::DbConfig::ledger_history_chunk`]: transfers between two
+/// account-history merges on SQLite. A history query scans at most about
+/// this many transfers' legs past the mark.
+pub const DEFAULT_HISTORY_CHUNK: i64 = 8192;
 /// Most requests one writer commits together.
 pub const MAX_BATCH: usize = 512;
 /// Writer tasks per `Db` on PostgreSQL (SQLite has one writer). Two
@@ -71,6 +87,9 @@ pub const MAX_BATCH: usize = 512;
 /// 256 tasks, four runs each): 2 writers 6.3k postings/s on average, 4
 /// writers 5.2k; with 1,024 tasks 8.0k against 6.1k.
 pub const POSTGRES_WRITERS: usize = 2;
+/// How many times a writer lets ready submitters run before it starts a
+/// batch, while each round brings new requests.
+const GATHER_YIELDS: usize = 8;
 /// How often a batch is re-run after a conflict before it is split.
 const MAX_CONFLICT_RETRIES: usize = 20;
 /// Page size when listing.
@@ -282,7 +301,7 @@ impl Ledger {
         let writer = self
             .db
             .ledger_writer_cell()
-            .get_or_init(|| start_writers(self.db.pool().clone()));
+            .get_or_init(|| start_writers(self.db.pool().clone(), self.db.ledger_history_chunk()));
         let (reply, answer) = oneshot::channel();
         writer
             .tx
@@ -351,7 +370,7 @@ pub fn expiry_id(pending_id: &TransferId) -> TransferId {
     TransferId::derive("kessai/ledger/expire", &[pending_id.as_bytes()])
 }
 
-fn start_writers(pool: DbPool) -> WriterHandle {
+fn start_writers(pool: DbPool, history_chunk: i64) -> WriterHandle {
     let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * 4);
     let rx = Arc::new(Mutex::new(rx));
     let writers = match pool {
@@ -361,7 +380,7 @@ fn start_writers(pool: DbPool) -> WriterHandle {
     for _ in 0..writers {
         let rx = rx.clone();
         let pool = pool.clone();
-        tokio::spawn(async move { writer_loop(pool, rx).await });
+        tokio::spawn(async move { writer_loop(pool, rx, history_chunk).await });
     }
     WriterHandle { tx }
 }
@@ -371,12 +390,60 @@ fn start_writers(pool: DbPool) -> WriterHandle {
 /// valid between batches (a pooled connection taken per batch would start
 /// cold and re-read the hot index pages from the WAL each time).
 enum Target<'a> {
-    Sqlite(&'a mut sqlx::SqliteConnection),
+    Sqlite(&'a mut sqlx::SqliteConnection, &'a mut WriterMemo),
     Postgres(&'a sqlx::PgPool),
 }
 
-async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+/// What the SQLite writer remembers between its batches. The database
+/// stays the authority: the accounts are used only while `PRAGMA
+/// data_version` shows that no other connection (in this process or
+/// another) has committed since they were read, and the history mark is
+/// only a hint that is re-read inside the transaction that acts on it.
+#[derive(Debug, Default)]
+pub(crate) struct WriterMemo {
+    /// `data_version` of the writer's connection when `accounts` was valid.
+    pub(crate) version: Option<i64>,
+    /// Accounts as committed, by id.
+    pub(crate) accounts: std::collections::HashMap<AccountId, Account>,
+    /// Highest transfer sequence number known to be in the account
+    /// history (`ledger_history_mark.upto`).
+    pub(crate) history_upto: Option<i64>,
+    /// [`crate::DbConfig::ledger_history_chunk`].
+    pub(crate) history_chunk: i64,
+}
+
+impl WriterMemo {
+    /// Most accounts remembered; past this the memo starts over.
+    pub(crate) const MAX_ACCOUNTS: usize = 100_000;
+
+    fn new(history_chunk: i64) -> Self {
+        Self {
+            history_chunk,
+            ..Self::default()
+        }
+    }
+
+    /// Forgets everything (after any failed batch).
+    fn reset(&mut self) {
+        *self = Self::new(self.history_chunk);
+    }
+
+    /// Records a committed batch's balances and history mark.
+    fn committed(&mut self, balances: &[(&AccountId, kessai_ledger::Balances)], upto: Option<i64>) {
+        for (id, b) in balances {
+            if let Some(a) = self.accounts.get_mut(*id) {
+                a.balances = *b;
+            }
+        }
+        if upto.is_some() {
+            self.history_upto = upto;
+        }
+    }
+}
+
+async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, history_chunk: i64) {
     let mut own: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>> = None;
+    let mut memo = WriterMemo::new(history_chunk);
     loop {
         let mut jobs = Vec::new();
         {
@@ -388,6 +455,7 @@ async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                     j = rx.recv() => j,
                     () = p.close_event() => {
                         own = None;
+                        memo.reset();
                         continue;
                     }
                 },
@@ -397,11 +465,27 @@ async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 return;
             };
             jobs.push(first);
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
+            // Take what is waiting; while that keeps growing, let the
+            // submitters that are ready run once more (no timer: a yield
+            // only lets runnable tasks in) so that callers just answered by
+            // the previous commit can join this one.
+            let mut yields = 0;
+            loop {
+                let before = jobs.len();
+                while jobs.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
                 }
+                if jobs.len() == MAX_BATCH
+                    || (jobs.len() == before && yields > 0)
+                    || yields == GATHER_YIELDS
+                {
+                    break;
+                }
+                yields += 1;
+                tokio::task::yield_now().await;
             }
         }
         let answers = match &pool {
@@ -421,7 +505,7 @@ async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                     }
                 }
                 let conn = own.as_mut().expect("acquired above");
-                let answers = run_jobs(&mut Target::Sqlite(conn), &jobs).await;
+                let answers = run_jobs(&mut Target::Sqlite(conn, &mut memo), &jobs).await;
                 // After a database error the connection may be unusable:
                 // take a fresh one for the next batch.
                 if answers
@@ -429,6 +513,7 @@ async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                     .any(|a| matches!(a, Err(StoreError::Database(_))))
                 {
                     own = None;
+                    memo.reset();
                 }
                 answers
             }
@@ -448,7 +533,7 @@ async fn run_jobs(pool: &mut Target<'_>, jobs: &[Job]) -> Vec<Answer> {
     let reqs: Vec<(&TransferRequest, u64)> = jobs.iter().map(|j| (&j.req, j.now_ms)).collect();
     let mut attempt = 0;
     loop {
-        match run_batch(pool, &reqs).await {
+        match run_batch_or_forget(pool, &reqs).await {
             Ok(Some(answers)) => return answers.into_iter().map(to_answer).collect(),
             Ok(None) if attempt < MAX_CONFLICT_RETRIES => attempt += 1,
             Err(StoreError::Database(e))
@@ -478,7 +563,7 @@ async fn run_jobs(pool: &mut Target<'_>, jobs: &[Job]) -> Vec<Answer> {
 async fn run_single(pool: &mut Target<'_>, req: (&TransferRequest, u64)) -> Answer {
     let mut attempt = 0;
     loop {
-        match run_batch(pool, &[req]).await {
+        match run_batch_or_forget(pool, &[req]).await {
             Ok(Some(mut a)) => return to_answer(a.pop().unwrap_or(Err(LedgerError::Overflow))),
             Ok(None) if attempt < MAX_CONFLICT_RETRIES => attempt += 1,
             Ok(None) => return Err(StoreError::Contention),
@@ -520,6 +605,19 @@ fn accounts_needed(
     acc
 }
 
+/// [`run_batch`], and on any outcome but success the SQLite writer's memo
+/// is dropped: after a failure nothing remembered is trusted.
+async fn run_batch_or_forget(
+    pool: &mut Target<'_>,
+    reqs: &[(&TransferRequest, u64)],
+) -> Result<Option<BatchAnswers>, StoreError> {
+    let out = run_batch(pool, reqs).await;
+    if let (Target::Sqlite(_, memo), Err(_) | Ok(None)) = (&mut *pool, &out) {
+        memo.reset();
+    }
+    out
+}
+
 /// One transaction for the whole batch; see the module docs. `Ok(None)`:
 /// the working set moved under us, run the batch again.
 async fn run_batch(
@@ -527,7 +625,8 @@ async fn run_batch(
     reqs: &[(&TransferRequest, u64)],
 ) -> Result<Option<BatchAnswers>, StoreError> {
     macro_rules! body {
-        ($tx:expr, $m:ident, reload = $reload:literal) => {{
+        ($tx:expr, $m:ident, $memo:expr, reload = $reload:literal) => {{
+            let memo: &mut WriterMemo = $memo;
             let mut tx = $tx;
             let conn = &mut *tx;
             // 1. transfers: the batch's ids and the pendings it resolves,
@@ -544,10 +643,11 @@ async fn run_batch(
             let ids: Vec<TransferId> = ids.into_iter().collect();
             let pending_ids: Vec<TransferId> = pending_ids.into_iter().collect();
             let loaded = sql::$m::transfers_by_ids(conn, &ids, &pending_ids).await?;
-            // 2. accounts, in id order, locked.
+            // 2. accounts, in id order, locked (on SQLite: from the memo
+            //    where it is still valid).
             let acc = accounts_needed(reqs, &loaded);
             let acc_refs: Vec<&AccountId> = acc.iter().collect();
-            let accounts = sql::$m::accounts_by_ids(conn, &acc_refs, true).await?;
+            let accounts = sql::$m::batch_accounts(conn, &acc_refs, memo).await?;
             // On PostgreSQL the transfers were read before the locks were
             // held: read them again now. Any resolution or transfer that
             // moved these accounts committed before we got the locks and is
@@ -597,7 +697,12 @@ async fn run_batch(
                 .iter()
                 .filter_map(|&i| answers[i].as_ref().ok().map(|(_, r, _)| r))
                 .collect();
-            seqs.extend(sql::$m::insert_transfers(conn, &new_records).await?);
+            let new_seqs = sql::$m::insert_transfers(conn, &new_records).await?;
+            let upto = match new_seqs.values().max() {
+                Some(&last) => sql::$m::extend_history(conn, memo, last).await?,
+                None => None,
+            };
+            seqs.extend(new_seqs);
             let balances: Vec<(&AccountId, kessai_ledger::Balances)> = touched
                 .iter()
                 .filter_map(|id| mem.account(id).map(|a| (id, a.balances)))
@@ -610,17 +715,24 @@ async fn run_batch(
                 }
             }
             tx.commit().await?;
+            memo.committed(&balances, upto);
             Ok(Some(answers))
         }};
     }
     match pool {
         // SQLite: BEGIN IMMEDIATE holds the database write lock before the
         // first read, so nothing can change under the batch.
-        Target::Sqlite(c) => body!(
+        Target::Sqlite(c, memo) => body!(
             sqlx::Connection::begin_with(&mut **c, "BEGIN IMMEDIATE").await?,
             sqlite,
+            memo,
             reload = false
         ),
-        Target::Postgres(p) => body!(p.begin().await?, postgres, reload = true),
+        Target::Postgres(p) => body!(
+            p.begin().await?,
+            postgres,
+            &mut WriterMemo::default(),
+            reload = true
+        ),
     }
 }

@@ -160,6 +160,8 @@ conformance!(
     audit_deleted_transfer,
     audit_duplicated_transfer,
     audit_edited_balance,
+    history_across_merges,
+    writer_sees_other_handles_postings,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -804,18 +806,24 @@ async fn audit_edited_leg_amount(t: &TestDb) {
     let id = tid(2);
     match t.db.pool() {
         DbPool::Sqlite(p) => {
-            sqlx::query("UPDATE ledger_legs SET amount_minor = 150 WHERE transfer_id = $1")
-                .bind(id.as_bytes().as_slice())
-                .execute(p)
-                .await
-                .unwrap();
+            sqlx::query(
+                "UPDATE ledger_legs SET amount_minor = 150 \
+                 WHERE transfer_seq = (SELECT seq FROM ledger_transfers WHERE id = $1)",
+            )
+            .bind(id.as_bytes().as_slice())
+            .execute(p)
+            .await
+            .unwrap();
         }
         DbPool::Postgres(p) => {
-            sqlx::query("UPDATE ledger_legs SET amount_minor = 150 WHERE transfer_id = $1")
-                .bind(id.as_bytes().as_slice())
-                .execute(p)
-                .await
-                .unwrap();
+            sqlx::query(
+                "UPDATE ledger_legs SET amount_minor = 150 \
+                 WHERE transfer_seq = (SELECT seq FROM ledger_transfers WHERE id = $1)",
+            )
+            .bind(id.as_bytes().as_slice())
+            .execute(p)
+            .await
+            .unwrap();
         }
     }
     let f = audit(&t.db).await.unwrap().findings;
@@ -844,8 +852,10 @@ async fn audit_deleted_transfer(t: &TestDb) {
     macro_rules! del {
         ($p:expr) => {
             for sql in [
-                "DELETE FROM ledger_evidence WHERE transfer_id = $1",
-                "DELETE FROM ledger_legs WHERE transfer_id = $1",
+                "DELETE FROM ledger_evidence \
+                 WHERE transfer_seq = (SELECT seq FROM ledger_transfers WHERE id = $1)",
+                "DELETE FROM ledger_legs \
+                 WHERE transfer_seq = (SELECT seq FROM ledger_transfers WHERE id = $1)",
                 "DELETE FROM ledger_transfers WHERE id = $1",
             ] {
                 sqlx::query(sql)
@@ -900,9 +910,10 @@ async fn audit_duplicated_transfer(t: &TestDb) {
             .await
             .unwrap();
             sqlx::query(
-                "INSERT INTO ledger_legs (transfer_id, leg_index, account_id, side, amount_minor) \
-                 SELECT $2, leg_index, account_id, side, amount_minor FROM ledger_legs \
-                 WHERE transfer_id = $1",
+                "INSERT INTO ledger_legs (transfer_seq, leg_index, account_id, side, amount_minor) \
+                 SELECT (SELECT seq FROM ledger_transfers WHERE id = $2), leg_index, account_id, \
+                 side, amount_minor FROM ledger_legs \
+                 WHERE transfer_seq = (SELECT seq FROM ledger_transfers WHERE id = $1)",
             )
             .bind(tid(2).as_bytes().as_slice())
             .bind(copy.as_bytes().as_slice())
@@ -955,4 +966,120 @@ async fn audit_edited_balance(t: &TestDb) {
         }),
         "{f:#?}"
     );
+}
+
+/// Account history stays exact while the SQLite writer merges legs into it
+/// in chunks (here every 3 transfers): entries before the mark come from
+/// the history, later ones from the legs, and a cursor between them works.
+async fn history_across_merges(t: &TestDb) {
+    let mut config = t.config.clone();
+    config.ledger_history_chunk = 3;
+    let db = Db::open_with(config).await.unwrap();
+    let l = db.ledger();
+    setup(&l).await;
+    let mut prepaid = Vec::new();
+    for n in 1..=11u64 {
+        let r = if n % 3 == 0 {
+            ok(&l, pay(n, "clearing", "shop", 7), 10 + n).await
+        } else {
+            ok(&l, pay(n, "clearing", "prepaid", 10), 10 + n).await
+        };
+        if n % 3 != 0 {
+            prepaid.push((r.seq, tid(n)));
+        }
+        // Every prefix of every page is right, whatever the mark is now.
+        let all = l
+            .transfers_for_account(&acc("prepaid"), 0, 100)
+            .await
+            .unwrap();
+        let got: Vec<(i64, TransferId)> = all.iter().map(|(s, t)| (*s, t.id)).collect();
+        assert_eq!(got, prepaid, "after transfer {n}");
+        for (i, (seq, _)) in prepaid.iter().enumerate() {
+            let rest = l
+                .transfers_for_account(&acc("prepaid"), *seq, 2)
+                .await
+                .unwrap();
+            let want: Vec<TransferId> = prepaid[i + 1..].iter().take(2).map(|p| p.1).collect();
+            assert_eq!(rest.iter().map(|(_, t)| t.id).collect::<Vec<_>>(), want);
+        }
+    }
+    let clearing = l
+        .transfers_for_account(&acc("clearing"), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(clearing.len(), 11);
+    assert_clean(&db).await;
+    if let DbPool::Sqlite(p) = db.pool() {
+        // The merges ran: the history holds what the mark says.
+        let (upto, entries): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT upto FROM ledger_history_mark), \
+             (SELECT count(*) FROM ledger_account_history)",
+        )
+        .fetch_one(p)
+        .await
+        .unwrap();
+        assert!(upto >= 9, "mark {upto}");
+        let legs_upto: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM ledger_legs WHERE transfer_seq <= $1")
+                .bind(upto)
+                .fetch_one(p)
+                .await
+                .unwrap();
+        assert_eq!(entries, legs_upto);
+        // A lost history entry is reported by the auditor.
+        let (account, seq): (String, i64) = sqlx::query_as(
+            "SELECT account_id, transfer_seq FROM ledger_account_history \
+             ORDER BY transfer_seq LIMIT 1",
+        )
+        .fetch_one(p)
+        .await
+        .unwrap();
+        sqlx::query(
+            "DELETE FROM ledger_account_history WHERE account_id = $1 AND transfer_seq = $2",
+        )
+        .bind(&account)
+        .bind(seq)
+        .execute(p)
+        .await
+        .unwrap();
+        let f = audit(&db).await.unwrap().findings;
+        assert_eq!(
+            f,
+            vec![Finding::AccountHistoryMismatch {
+                account,
+                transfer_seq: seq,
+                missing: true
+            }]
+        );
+    }
+    db.close().await;
+}
+
+/// A writer that has posted to an account must not trust what it
+/// remembers once another handle (another process, on PostgreSQL or
+/// SQLite) has posted to it: the limit counts both.
+async fn writer_sees_other_handles_postings(t: &TestDb) {
+    let a = t.ledger();
+    setup(&a).await;
+    ok(&a, pay(1, "card", "shop", 600), 10).await;
+    let other = t.reopen().await;
+    ok(&other.ledger(), pay(2, "card", "shop", 300), 11).await;
+    // 600 + 300 + 200 is over the card's 1000 line.
+    assert_eq!(
+        refused(&a, pay(3, "card", "shop", 200), 12).await,
+        LedgerError::ExceedsLimit {
+            account: acc("card")
+        }
+    );
+    ok(&a, pay(4, "card", "shop", 100), 13).await;
+    assert_eq!(bal(&a, "card").await.debits_posted, 1000);
+    // And the other way round.
+    assert_eq!(
+        refused(&other.ledger(), pay(5, "card", "shop", 1), 14).await,
+        LedgerError::ExceedsLimit {
+            account: acc("card")
+        }
+    );
+    other.close().await;
+    assert_clean(&t.db).await;
 }

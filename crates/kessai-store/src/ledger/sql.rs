@@ -53,7 +53,7 @@ pub(crate) struct TransferRow {
 /// A `ledger_legs` row.
 #[derive(Debug)]
 pub(crate) struct LegRow {
-    pub transfer_id: Vec<u8>,
+    pub transfer_seq: i64,
     pub leg_index: i64,
     pub account_id: String,
     pub side: i64,
@@ -63,7 +63,7 @@ pub(crate) struct LegRow {
 /// A `ledger_evidence` row.
 #[derive(Debug)]
 pub(crate) struct EvidenceRow {
-    pub transfer_id: Vec<u8>,
+    pub transfer_seq: i64,
     pub ev_index: i64,
     pub kind: String,
     pub digest: Vec<u8>,
@@ -119,8 +119,8 @@ pub(crate) fn account_from_row(r: AccountRow) -> Result<Account, StoreError> {
     })
 }
 
-/// Joins transfer rows with their legs and evidence (both sorted by
-/// transfer id then index, or in any order: they are grouped here).
+/// Joins transfer rows with their legs and evidence (in any order: they are
+/// grouped here by transfer sequence number and sorted by index).
 pub(crate) fn assemble(
     rows: Vec<TransferRow>,
     legs: Vec<LegRow>,
@@ -128,13 +128,13 @@ pub(crate) fn assemble(
 ) -> Result<Vec<(i64, TransferRecord)>, StoreError> {
     use std::collections::HashMap;
     const T: &str = "ledger_transfers";
-    let mut legs_by: HashMap<Vec<u8>, Vec<LegRow>> = HashMap::new();
+    let mut legs_by: HashMap<i64, Vec<LegRow>> = HashMap::new();
     for l in legs {
-        legs_by.entry(l.transfer_id.clone()).or_default().push(l);
+        legs_by.entry(l.transfer_seq).or_default().push(l);
     }
-    let mut ev_by: HashMap<Vec<u8>, Vec<EvidenceRow>> = HashMap::new();
+    let mut ev_by: HashMap<i64, Vec<EvidenceRow>> = HashMap::new();
     for e in evidence {
-        ev_by.entry(e.transfer_id.clone()).or_default().push(e);
+        ev_by.entry(e.transfer_seq).or_default().push(e);
     }
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
@@ -162,7 +162,7 @@ pub(crate) fn assemble(
             .try_into()
             .map_err(|_| bad("digest is not 32 bytes"))?;
         let created_at_ms = u64::try_from(r.created_at_ms).map_err(|_| bad("negative time"))?;
-        let mut lrows = legs_by.remove(&r.id).unwrap_or_default();
+        let mut lrows = legs_by.remove(&r.seq).unwrap_or_default();
         lrows.sort_by_key(|l| l.leg_index);
         let mut legs = Vec::with_capacity(lrows.len());
         for l in lrows {
@@ -175,7 +175,7 @@ pub(crate) fn assemble(
                 amount_minor: l.amount_minor,
             });
         }
-        let mut erows = ev_by.remove(&r.id).unwrap_or_default();
+        let mut erows = ev_by.remove(&r.seq).unwrap_or_default();
         erows.sort_by_key(|e| e.ev_index);
         let mut evidence = Vec::with_capacity(erows.len());
         for e in erows {
@@ -216,12 +216,13 @@ pub(crate) fn ms(v: u64) -> Result<i64, StoreError> {
 }
 
 macro_rules! backend {
-    ($module:ident, $Db:ty, $Conn:ty, lock = $lock:literal, bulk_update = $bulk_update:literal, ph = $ph:ident) => {
+    ($module:ident, $Db:ty, $Conn:ty, lock = $lock:literal, ph = $ph:ident, history = $history:literal, writer = $writer:ident) => {
         /// Ledger queries for one backend.
         pub(crate) mod $module {
             use sqlx::Row;
 
             use super::*;
+            pub(crate) use super::$writer::{batch_accounts, extend_history, update_balances};
 
             fn transfer_row(r: &<$Db as sqlx::Database>::Row) -> Result<TransferRow, sqlx::Error> {
                 Ok(TransferRow {
@@ -260,20 +261,20 @@ macro_rules! backend {
                 if rows.is_empty() {
                     return Ok(Vec::new());
                 }
-                let ids: Vec<&[u8]> = rows.iter().map(|r| r.id.as_slice()).collect();
-                let ph = $ph(1, ids.len());
+                let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+                let ph = $ph(1, seqs.len());
                 let sql = format!(
-                    "SELECT transfer_id, leg_index, account_id, side, amount_minor \
-                     FROM ledger_legs WHERE transfer_id IN ({ph})"
+                    "SELECT transfer_seq, leg_index, account_id, side, amount_minor \
+                     FROM ledger_legs WHERE transfer_seq IN ({ph})"
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for id in &ids {
-                    q = q.bind(*id);
+                for seq in &seqs {
+                    q = q.bind(*seq);
                 }
                 let mut legs = Vec::new();
                 for r in q.fetch_all(&mut *conn).await? {
                     legs.push(LegRow {
-                        transfer_id: r.try_get(0)?,
+                        transfer_seq: r.try_get(0)?,
                         leg_index: r.try_get(1)?,
                         account_id: r.try_get(2)?,
                         side: r.try_get(3)?,
@@ -281,17 +282,17 @@ macro_rules! backend {
                     });
                 }
                 let sql = format!(
-                    "SELECT transfer_id, ev_index, kind, digest \
-                     FROM ledger_evidence WHERE transfer_id IN ({ph})"
+                    "SELECT transfer_seq, ev_index, kind, digest \
+                     FROM ledger_evidence WHERE transfer_seq IN ({ph})"
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for id in &ids {
-                    q = q.bind(*id);
+                for seq in &seqs {
+                    q = q.bind(*seq);
                 }
                 let mut evidence = Vec::new();
                 for r in q.fetch_all(&mut *conn).await? {
                     evidence.push(EvidenceRow {
-                        transfer_id: r.try_get(0)?,
+                        transfer_seq: r.try_get(0)?,
                         ev_index: r.try_get(1)?,
                         kind: r.try_get(2)?,
                         digest: r.try_get(3)?,
@@ -364,9 +365,8 @@ macro_rules! backend {
             ) -> Result<Vec<(i64, TransferRecord)>, StoreError> {
                 let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SELECT {TRANSFER_COLUMNS} FROM ledger_transfers \
-                     WHERE seq > $2 AND id IN \
-                       (SELECT transfer_id FROM ledger_legs WHERE account_id = $1) \
-                     ORDER BY seq LIMIT $3"
+                     WHERE seq > $2 AND seq IN ({}) ORDER BY seq LIMIT $3",
+                    $history
                 )))
                 .bind(account.as_str())
                 .bind(after_seq)
@@ -500,9 +500,17 @@ macro_rules! backend {
                         seqs.insert(transfer_id(&id, "ledger_transfers")?, r.try_get(1)?);
                     }
                 }
-                let legs: Vec<(&TransferRecord, usize, &Leg)> = records
+                let seq_of = |t: &TransferRecord| -> Result<i64, StoreError> {
+                    seqs.get(&t.id).copied().ok_or_else(|| {
+                        StoreError::corrupt("ledger_transfers", "insert returned no sequence number")
+                    })
+                };
+                let legs: Vec<(i64, usize, &Leg)> = records
                     .iter()
-                    .flat_map(|t| t.legs.iter().enumerate().map(move |(i, l)| (*t, i, l)))
+                    .map(|t| Ok((seq_of(t)?, *t)))
+                    .collect::<Result<Vec<_>, StoreError>>()?
+                    .into_iter()
+                    .flat_map(|(seq, t)| t.legs.iter().enumerate().map(move |(i, l)| (seq, i, l)))
                     .collect();
                 for chunk in legs.chunks(ROWS_PER_STATEMENT) {
                     let values = (0..chunk.len())
@@ -510,13 +518,13 @@ macro_rules! backend {
                         .collect::<Vec<_>>()
                         .join(", ");
                     let sql = format!(
-                        "INSERT INTO ledger_legs (transfer_id, leg_index, account_id, side, \
+                        "INSERT INTO ledger_legs (transfer_seq, leg_index, account_id, side, \
                          amount_minor) VALUES {values}"
                     );
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (t, i, leg) in chunk {
+                    for (seq, i, leg) in chunk {
                         q = q
-                            .bind(t.id.as_bytes().as_slice())
+                            .bind(*seq)
                             .bind(*i as i64)
                             .bind(leg.account.as_str())
                             .bind(leg.side.code())
@@ -524,9 +532,12 @@ macro_rules! backend {
                     }
                     q.execute(&mut *conn).await?;
                 }
-                let evidence: Vec<(&TransferRecord, usize, &Evidence)> = records
+                let evidence: Vec<(i64, usize, &Evidence)> = records
                     .iter()
-                    .flat_map(|t| t.evidence.iter().enumerate().map(move |(i, e)| (*t, i, e)))
+                    .map(|t| Ok((seq_of(t)?, *t)))
+                    .collect::<Result<Vec<_>, StoreError>>()?
+                    .into_iter()
+                    .flat_map(|(seq, t)| t.evidence.iter().enumerate().map(move |(i, e)| (seq, i, e)))
                     .collect();
                 for chunk in evidence.chunks(ROWS_PER_STATEMENT) {
                     let values = (0..chunk.len())
@@ -534,13 +545,13 @@ macro_rules! backend {
                         .collect::<Vec<_>>()
                         .join(", ");
                     let sql = format!(
-                        "INSERT INTO ledger_evidence (transfer_id, ev_index, kind, digest) \
+                        "INSERT INTO ledger_evidence (transfer_seq, ev_index, kind, digest) \
                          VALUES {values}"
                     );
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (t, i, ev) in chunk {
+                    for (seq, i, ev) in chunk {
                         q = q
-                            .bind(t.id.as_bytes().as_slice())
+                            .bind(*seq)
                             .bind(*i as i64)
                             .bind(ev.kind.as_str())
                             .bind(ev.digest.as_slice());
@@ -550,117 +561,6 @@ macro_rules! backend {
                 Ok(seqs)
             }
 
-            /// Writes accounts' new balances.
-            pub(crate) async fn update_balances(
-                conn: &mut $Conn,
-                accounts: &[(&AccountId, Balances)],
-            ) -> Result<(), StoreError> {
-                if $bulk_update {
-                    update_balances_bulk(conn, accounts).await
-                } else {
-                    update_balances_each(conn, accounts).await
-                }
-            }
-
-            /// SQLite: stage the new balances in a per-connection temporary
-            /// table (multi-row inserts) and apply them with one UPDATE that
-            /// looks each account up through the temporary table's primary
-            /// key. A statement per account would cost a round trip to
-            /// sqlx's SQLite worker thread each (two thread wake-ups), which
-            /// dominated the batch time; an `UPDATE ... FROM (VALUES ...)`
-            /// would scan the whole accounts table.
-            async fn update_balances_each(
-                conn: &mut $Conn,
-                accounts: &[(&AccountId, Balances)],
-            ) -> Result<(), StoreError> {
-                if accounts.is_empty() {
-                    return Ok(());
-                }
-                sqlx::query(
-                    "CREATE TEMP TABLE IF NOT EXISTS ledger_balance_updates (\
-                     id TEXT PRIMARY KEY, debits_pending INTEGER NOT NULL, \
-                     debits_posted INTEGER NOT NULL, credits_pending INTEGER NOT NULL, \
-                     credits_posted INTEGER NOT NULL)",
-                )
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query("DELETE FROM temp.ledger_balance_updates")
-                    .execute(&mut *conn)
-                    .await?;
-                for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
-                    let values = (0..chunk.len())
-                        .map(|i| format!("({})", $ph(1 + 5 * i, 5)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let sql = format!(
-                        "INSERT INTO temp.ledger_balance_updates (id, debits_pending, \
-                         debits_posted, credits_pending, credits_posted) VALUES {values}"
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (id, b) in chunk {
-                        q = q
-                            .bind(id.as_str())
-                            .bind(b.debits_pending)
-                            .bind(b.debits_posted)
-                            .bind(b.credits_pending)
-                            .bind(b.credits_posted);
-                    }
-                    q.execute(&mut *conn).await?;
-                }
-                let done = sqlx::query(
-                    "UPDATE ledger_accounts SET \
-                     debits_pending = (SELECT u.debits_pending FROM temp.ledger_balance_updates u WHERE u.id = ledger_accounts.id), \
-                     debits_posted = (SELECT u.debits_posted FROM temp.ledger_balance_updates u WHERE u.id = ledger_accounts.id), \
-                     credits_pending = (SELECT u.credits_pending FROM temp.ledger_balance_updates u WHERE u.id = ledger_accounts.id), \
-                     credits_posted = (SELECT u.credits_posted FROM temp.ledger_balance_updates u WHERE u.id = ledger_accounts.id) \
-                     WHERE id IN (SELECT id FROM temp.ledger_balance_updates)",
-                )
-                .execute(&mut *conn)
-                .await?;
-                if done.rows_affected() != accounts.len() as u64 {
-                    return Err(StoreError::corrupt(
-                        "ledger_accounts",
-                        "balance update missed an account",
-                    ));
-                }
-                Ok(())
-            }
-
-            /// Many accounts per statement (PostgreSQL: saves round trips).
-            async fn update_balances_bulk(
-                conn: &mut $Conn,
-                accounts: &[(&AccountId, Balances)],
-            ) -> Result<(), StoreError> {
-                for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
-                    let values = (0..chunk.len())
-                        .map(|i| format!("({})", $ph(1 + 5 * i, 5)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let sql = format!(
-                        "UPDATE ledger_accounts SET debits_pending = v.column2, \
-                         debits_posted = v.column3, credits_pending = v.column4, \
-                         credits_posted = v.column5 \
-                         FROM (VALUES {values}) AS v WHERE ledger_accounts.id = v.column1"
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (id, b) in chunk {
-                        q = q
-                            .bind(id.as_str())
-                            .bind(b.debits_pending)
-                            .bind(b.debits_posted)
-                            .bind(b.credits_pending)
-                            .bind(b.credits_posted);
-                    }
-                    let done = q.execute(&mut *conn).await?;
-                    if done.rows_affected() != chunk.len() as u64 {
-                        return Err(StoreError::corrupt(
-                            "ledger_accounts",
-                            "balance update missed an account",
-                        ));
-                    }
-                }
-                Ok(())
-            }
         }
     };
 }
@@ -670,14 +570,205 @@ backend!(
     sqlx::Sqlite,
     sqlx::SqliteConnection,
     lock = "",
-    bulk_update = false,
-    ph = placeholders_anon
+    ph = placeholders_anon,
+    history = "SELECT transfer_seq FROM ledger_account_history \
+               WHERE account_id = $1 AND transfer_seq > $2 \
+               UNION ALL \
+               SELECT transfer_seq FROM ledger_legs \
+               WHERE transfer_seq > max($2, coalesce((SELECT upto FROM ledger_history_mark), 0)) \
+                 AND account_id = $1",
+    writer = sqlite_writer
 );
 backend!(
     postgres,
     sqlx::Postgres,
     sqlx::PgConnection,
     lock = " FOR UPDATE",
-    bulk_update = true,
-    ph = placeholders
+    ph = placeholders,
+    history = "SELECT transfer_seq FROM ledger_legs WHERE account_id = $1 AND transfer_seq > $2",
+    writer = postgres_writer
 );
+
+/// The SQLite ledger writer's statements that differ from PostgreSQL's.
+pub(crate) mod sqlite_writer {
+    use sqlx::SqliteConnection;
+
+    use super::*;
+    use crate::ledger::WriterMemo;
+
+    /// The batch's accounts, sorted by id. The memo's copies are used if
+    /// no other connection has committed since they were read (`PRAGMA
+    /// data_version` unchanged; the writer's own commits do not change
+    /// it); the rest are read, inside the batch's `BEGIN IMMEDIATE`.
+    pub(crate) async fn batch_accounts(
+        conn: &mut SqliteConnection,
+        ids: &[&AccountId],
+        memo: &mut WriterMemo,
+    ) -> Result<Vec<Account>, StoreError> {
+        let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&mut *conn)
+            .await?;
+        if memo.version != Some(version) || memo.accounts.len() > WriterMemo::MAX_ACCOUNTS {
+            memo.accounts.clear();
+            memo.history_upto = None;
+            memo.version = Some(version);
+        }
+        let missing: Vec<&AccountId> = ids
+            .iter()
+            .filter(|id| !memo.accounts.contains_key(**id))
+            .copied()
+            .collect();
+        for a in super::sqlite::accounts_by_ids(conn, &missing, false).await? {
+            memo.accounts.insert(a.id.clone(), a);
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| memo.accounts.get(*id).cloned())
+            .collect())
+    }
+
+    /// Moves the legs of transfers after the history mark into
+    /// `ledger_account_history` once at least `memo.history_chunk` transfers
+    /// have gathered (`last`: the batch's highest sequence number). One
+    /// sorted insert then touches each account's history page once per
+    /// chunk instead of once per batch. Returns the new mark if it moved.
+    pub(crate) async fn extend_history(
+        conn: &mut SqliteConnection,
+        memo: &mut WriterMemo,
+        last: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        if let Some(upto) = memo.history_upto
+            && last - upto < memo.history_chunk
+        {
+            return Ok(None);
+        }
+        let upto: i64 = sqlx::query_scalar("SELECT upto FROM ledger_history_mark WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?;
+        if last - upto < memo.history_chunk {
+            return Ok(Some(upto));
+        }
+        sqlx::query(
+            "INSERT OR IGNORE INTO ledger_account_history (account_id, transfer_seq) \
+             SELECT account_id, transfer_seq FROM ledger_legs WHERE transfer_seq > $1 \
+             ORDER BY account_id, transfer_seq",
+        )
+        .bind(upto)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("UPDATE ledger_history_mark SET upto = $1 WHERE id = 1")
+            .bind(last)
+            .execute(&mut *conn)
+            .await?;
+        Ok(Some(last))
+    }
+
+    /// Writes accounts' new balances: one statement that walks a JSON
+    /// array of `[id, debits_pending, debits_posted, credits_pending,
+    /// credits_posted]` and finds each account by its primary key (a
+    /// statement per account would cost a round trip to sqlx's SQLite
+    /// worker thread each).
+    pub(crate) async fn update_balances(
+        conn: &mut SqliteConnection,
+        accounts: &[(&AccountId, Balances)],
+    ) -> Result<(), StoreError> {
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(&str, i64, i64, i64, i64)> = accounts
+            .iter()
+            .map(|(id, b)| {
+                (
+                    id.as_str(),
+                    b.debits_pending,
+                    b.debits_posted,
+                    b.credits_pending,
+                    b.credits_posted,
+                )
+            })
+            .collect();
+        let json = serde_json::to_string(&rows)
+            .map_err(|e| StoreError::corrupt("ledger_accounts", e.to_string()))?;
+        let done = sqlx::query(
+            "UPDATE ledger_accounts SET debits_pending = v.value ->> 1, \
+             debits_posted = v.value ->> 2, credits_pending = v.value ->> 3, \
+             credits_posted = v.value ->> 4 \
+             FROM json_each($1) AS v WHERE ledger_accounts.id = v.value ->> 0",
+        )
+        .bind(json)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() != accounts.len() as u64 {
+            return Err(StoreError::corrupt(
+                "ledger_accounts",
+                "balance update missed an account",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The PostgreSQL ledger writer's statements that differ from SQLite's.
+pub(crate) mod postgres_writer {
+    use sqlx::PgConnection;
+
+    use super::*;
+    use crate::ledger::WriterMemo;
+
+    /// The batch's accounts, sorted by id and locked (`FOR UPDATE`, in id
+    /// order). Several writers and processes share the database, so
+    /// nothing is remembered between batches.
+    pub(crate) async fn batch_accounts(
+        conn: &mut PgConnection,
+        ids: &[&AccountId],
+        _memo: &mut WriterMemo,
+    ) -> Result<Vec<Account>, StoreError> {
+        super::postgres::accounts_by_ids(conn, ids, true).await
+    }
+
+    /// PostgreSQL indexes legs by account directly
+    /// (`ledger_legs_by_account`); there is no history to extend.
+    pub(crate) async fn extend_history(
+        _conn: &mut PgConnection,
+        _memo: &mut WriterMemo,
+        _last: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
+    /// Writes accounts' new balances, many accounts per statement.
+    pub(crate) async fn update_balances(
+        conn: &mut PgConnection,
+        accounts: &[(&AccountId, Balances)],
+    ) -> Result<(), StoreError> {
+        for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + 5 * i, 5)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE ledger_accounts SET debits_pending = v.column2, \
+                 debits_posted = v.column3, credits_pending = v.column4, \
+                 credits_posted = v.column5 \
+                 FROM (VALUES {values}) AS v WHERE ledger_accounts.id = v.column1"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, b) in chunk {
+                q = q
+                    .bind(id.as_str())
+                    .bind(b.debits_pending)
+                    .bind(b.debits_posted)
+                    .bind(b.credits_pending)
+                    .bind(b.credits_posted);
+            }
+            let done = q.execute(&mut *conn).await?;
+            if done.rows_affected() != chunk.len() as u64 {
+                return Err(StoreError::corrupt(
+                    "ledger_accounts",
+                    "balance update missed an account",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
