@@ -39,13 +39,13 @@ mkdir -p "$STATE"
 # --- 1. packages ---------------------------------------------------------
 missing=()
 for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing: ${missing[*]}"
     "${SUDO[@]}" apt-get update -qq
     for p in "${missing[@]}"; do
-        if ! apt-cache policy "$p" | grep -q 'Candidate: [^(]'; then
+        if ! apt-cache policy "$p" | grep 'Candidate: [^(]' >/dev/null; then
             die "package $p is not available in this Debian release"
         fi
     done
@@ -62,10 +62,10 @@ fi
 # 35964 are free, else another free pair. A port already taken makes vpcd's
 # bind() fail and pcscd silently drops the reader, so check first and say who
 # holds it. The tests find the port in KESSAI_VPCD_ADDR.
-VPCD_LIB="$(dpkg -L vsmartcard-vpcd | grep -E '/libifdvpcd\.so(\.[0-9.]+)?$' | head -n1)"
+VPCD_LIB="$(dpkg -L vsmartcard-vpcd | grep -m1 -E '/libifdvpcd\.so(\.[0-9.]+)?$' || true)"
 [ -n "$VPCD_LIB" ] || die "libifdvpcd.so not found in vsmartcard-vpcd"
 
-port_listening() { ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q .; }
+port_listening() { ss -Hltn "( sport = :$1 )" 2>/dev/null | grep . >/dev/null; }
 pair_free() { ! port_listening "$1" && ! port_listening "$(($1 + 1))"; }
 
 write_conf() { # <port> -> prints the conf dir
@@ -82,7 +82,7 @@ CONF
 
 # --- 3. pcscd -------------------------------------------------------------
 vpcd_reader_visible() {
-    opensc-tool --list-readers 2>/dev/null | grep -q "$READER_NAME"
+    opensc-tool --list-readers 2>/dev/null | grep -F "$READER_NAME" >/dev/null
 }
 
 # True if <pid> is a live (not zombie) pcscd.
