@@ -326,6 +326,20 @@ fn malformed_truncated_and_extended_apdus() {
     let r = card.transmit(&apdu);
     assert_eq!(host.unwrap(&r).unwrap().sw, 0x9000);
     assert_eq!(purse_state(&card), (990, 1, 1));
+    // The same secured DEBIT re-encoded with an extended Lc, where only
+    // READ LOG and the fingerprint VERIFY allow it: 6700 before secure
+    // messaging, nothing debited, and the session carries on.
+    let apdu = host.wrap(&debit_cmd(10, 392)).unwrap();
+    let lc = usize::from(apdu[4]);
+    let mut extended = apdu[..4].to_vec();
+    extended.extend_from_slice(&[0x00, 0x00, apdu[4]]);
+    extended.extend_from_slice(&apdu[5..5 + lc]);
+    assert_eq!(card.transmit(&extended), [0x67, 0x00]);
+    assert!(card.has_session());
+    assert_eq!(purse_state(&card), (990, 1, 1));
+    let r = card.transmit(&apdu);
+    assert_eq!(host.unwrap(&r).unwrap().sw, 0x9000);
+    assert_eq!(purse_state(&card), (980, 2, 2));
 }
 
 #[test]
