@@ -231,3 +231,58 @@ fn memory_failure_makes_the_card_mute_until_power_on() {
     // The journal had been written: the debit completed at power-up.
     assert_eq!(purse_state(&card), (990, 1, 1));
 }
+
+/// A cut during recovery itself: once the journal of a DEBIT is written
+/// (its commit point), power-up re-applies it. Cut that re-application
+/// after each of its own writes, power up again, and the card must come
+/// back with exactly the new state and no journal, however many times
+/// recovery was interrupted.
+#[test]
+fn recovery_cut_at_every_write_still_ends_in_the_new_state() {
+    let base = card_with(5_000);
+    let op = |card: &mut Card<MemNvm>, host: &mut HostDriver| {
+        let _ = host.debit(card, 1_234, [0xAB; 16], [0xCD; 16]);
+    };
+    let (writes, new) = reference_run(&base, &full, &op);
+    let journal = kessai_card::RecordId(0x00FF);
+    let mut torn_with_journal = 0;
+    for k in 0..writes {
+        let mut card = Card::load(base.nvm().clone()).unwrap();
+        let mut host = full(&mut card);
+        card.nvm_mut().cut_power_after(k);
+        op(&mut card, &mut host);
+        card.power_off();
+        card.nvm_mut().restore_power();
+        if card.nvm().read(journal).unwrap().is_none() {
+            continue;
+        }
+        torn_with_journal += 1;
+        let torn = card.nvm().clone();
+        // How many writes an uninterrupted recovery makes.
+        let before = torn.write_count();
+        let recovered = Card::load(torn.clone()).unwrap();
+        assert_eq!(recovered.snapshot(), new);
+        let recovery_writes = recovered.nvm().write_count() - before;
+        assert!(
+            recovery_writes >= 2,
+            "recovery made {recovery_writes} writes"
+        );
+        for j in 0..recovery_writes {
+            // The same torn memory; this power-up's recovery is cut after
+            // its j-th write (the card goes mute), and the next one runs.
+            *card.nvm_mut() = torn.clone();
+            card.nvm_mut().cut_power_after(j);
+            card.power_on();
+            assert!(
+                card.nvm().write_count() - before <= j,
+                "recovery cut after write {j} kept writing"
+            );
+            card.power_off();
+            card.nvm_mut().restore_power();
+            card.power_on();
+            assert_eq!(card.snapshot(), new, "recovery cut after write {j}");
+            assert_eq!(card.nvm().read(journal).unwrap(), None);
+        }
+    }
+    assert!(torn_with_journal > 0, "no cut left a journal behind");
+}
