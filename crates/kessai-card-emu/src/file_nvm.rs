@@ -194,6 +194,47 @@ mod tests {
         assert!(FileNvm::create(&p).is_err(), "must not overwrite a card");
     }
 
+    /// A crash between writing the temporary image and the rename leaves a
+    /// (possibly half-written) `.NAME.tmp` beside the state file. Opening
+    /// the card reads the old image only, and the next write replaces the
+    /// stale temporary file instead of picking anything up from it.
+    #[test]
+    fn crash_before_the_rename_leaves_the_old_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("card.state");
+        let mut n = FileNvm::create(&p).unwrap();
+        n.write(RecordId(1), b"old").unwrap();
+        let old_image = std::fs::read(&p).unwrap();
+        // What a crash mid-`persist` of a later write would leave: a
+        // complete new image, and a torn one, as the temporary file.
+        let tmp = dir.path().join(".card.state.tmp");
+        let mut next = n.records.clone();
+        next.insert(RecordId(2), b"never renamed".to_vec());
+        let crashed = FileNvm {
+            path: tmp.clone(),
+            records: next.clone(),
+        };
+        crashed.persist(&next).unwrap();
+        let full_tmp = std::fs::read(&tmp).unwrap();
+        for torn in [full_tmp.clone(), full_tmp[..full_tmp.len() / 2].to_vec()] {
+            std::fs::write(&tmp, &torn).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), old_image);
+            let mut m = FileNvm::open(&p).unwrap();
+            assert_eq!(m.read(RecordId(1)).unwrap().unwrap(), b"old");
+            assert_eq!(m.read(RecordId(2)).unwrap(), None);
+            // The next write goes through and the stale file is gone.
+            m.write(RecordId(3), b"after").unwrap();
+            let k = FileNvm::open(&p).unwrap();
+            assert_eq!(k.read(RecordId(1)).unwrap().unwrap(), b"old");
+            assert_eq!(k.read(RecordId(2)).unwrap(), None);
+            assert_eq!(k.read(RecordId(3)).unwrap().unwrap(), b"after");
+            assert!(!tmp.exists());
+            // Back to the one-record card for the next round.
+            let mut k = k;
+            k.erase(RecordId(3)).unwrap();
+        }
+    }
+
     #[test]
     fn corrupt_or_foreign_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
