@@ -98,3 +98,52 @@ fn personalize_then_show_masks_the_card_number() {
     assert!(!other.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A host-issued card (`--card-id` alone) whose state file already exists is
+/// refused before the host registers anything: the same card id can still
+/// be personalized once the path is free, and only once.
+#[test]
+fn host_issued_card_is_not_registered_when_the_state_file_exists() {
+    let dir = std::env::temp_dir().join(format!("kessai-card-cli-host-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    let state = dir.join("card.state");
+    std::fs::write(&state, b"someone else's card").unwrap();
+    let run = |state: &std::path::Path| {
+        kessai(&[
+            "card",
+            "personalize",
+            "--state",
+            state.to_str().unwrap(),
+            "--card-id",
+            "host-card-3",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+    };
+
+    let o = run(&state);
+    assert!(!o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert_eq!(out.matches("refusing to overwrite").count(), 1, "{out}");
+    assert_eq!(std::fs::read(&state).unwrap(), b"someone else's card");
+
+    // The refused attempt registered nothing: the id is still free.
+    std::fs::remove_file(&state).unwrap();
+    let o = run(&state);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kessai(&["card", "show", "--state", state.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["card_id"], "host-card-3");
+    assert_eq!(v["balance_minor"], 0);
+
+    // Issuing the same id again is refused by the host, and the new state
+    // file it would have needed is not left behind.
+    let second = dir.join("second.state");
+    let o = run(&second);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(!second.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

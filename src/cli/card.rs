@@ -116,7 +116,50 @@ async fn personalize(a: PersonalizeArgs) -> anyhow::Result<ExitCode> {
         }),
         None => None,
     };
-    let (card_id, mut params) = match &a.static_keys {
+    let fingerprint = a
+        .finger_seed
+        .map(crate::cli::device::enrol_fingerprint)
+        .transpose()?;
+    // The state file first: a host-issued card registers its id for good, so
+    // nothing may be issued for a file that cannot then be written.
+    let nvm = FileNvm::create(&a.state)?;
+    let personalized = async {
+        let (card_id, mut params) = build_params(&a, currency).await?;
+        params.cardholder = cardholder;
+        params.pin = pin;
+        params.fingerprint = fingerprint;
+        let card = Card::personalize(params, nvm)
+            .map_err(|e| anyhow::anyhow!("personalization refused: {e}"))?;
+        anyhow::Ok((card_id, card))
+    }
+    .await;
+    let (card_id, card) = match personalized {
+        Ok(v) => v,
+        Err(e) => {
+            // No card was written: the image just created goes with it.
+            std::fs::remove_file(&a.state).ok();
+            return Err(e);
+        }
+    };
+    let s = card.snapshot();
+    eprintln!(
+        "personalized card {card_id} in {} (key version {}, balance {}, purse max {})",
+        a.state.display(),
+        s.key_version,
+        s.balance,
+        s.purse_max
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The card id and personalization parameters: from `--static-keys` for a
+/// standalone test card, or issued by the host (card row and ledger account)
+/// for `--card-id` alone.
+async fn build_params(
+    a: &PersonalizeArgs,
+    currency: Currency,
+) -> anyhow::Result<(CardId, PersonalizationParams)> {
+    Ok(match &a.static_keys {
         Some(hex_key) => {
             let bytes = zeroize::Zeroizing::new(
                 hex::decode(hex_key.trim()).context("--static-keys is not hex")?,
@@ -173,24 +216,7 @@ async fn personalize(a: PersonalizeArgs) -> anyhow::Result<ExitCode> {
                 PersonalizationParams::new(card_id, keys, currency, a.purse_max_minor, seed()),
             )
         }
-    };
-    params.cardholder = cardholder;
-    params.pin = pin;
-    if let Some(seed) = a.finger_seed {
-        params.fingerprint = Some(crate::cli::device::enrol_fingerprint(seed)?);
-    }
-    let nvm = FileNvm::create(&a.state)?;
-    let card = Card::personalize(params, nvm)
-        .map_err(|e| anyhow::anyhow!("personalization refused: {e}"))?;
-    let s = card.snapshot();
-    eprintln!(
-        "personalized card {card_id} in {} (key version {}, balance {}, purse max {})",
-        a.state.display(),
-        s.key_version,
-        s.balance,
-        s.purse_max
-    );
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn show(state: PathBuf, as_json: bool) -> anyhow::Result<ExitCode> {

@@ -40,6 +40,9 @@ pub enum FileNvmError {
     /// The file is not a kessai card image.
     #[error("card state file {0} is not a kessai card image (or is corrupt)")]
     Corrupt(PathBuf),
+    /// [`FileNvm::create`] found a file already there.
+    #[error("card state file {0} already exists; refusing to overwrite an existing card")]
+    Exists(PathBuf),
 }
 
 impl FileNvm {
@@ -59,13 +62,7 @@ impl FileNvm {
     /// Creates a new, empty state file; refuses to overwrite one.
     pub fn create(path: &Path) -> Result<Self, FileNvmError> {
         if path.exists() {
-            return Err(FileNvmError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "refusing to overwrite an existing card",
-                ),
-            });
+            return Err(FileNvmError::Exists(path.to_path_buf()));
         }
         let nvm = Self {
             path: path.to_path_buf(),
