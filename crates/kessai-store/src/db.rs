@@ -217,6 +217,9 @@ struct DbInner {
     pub(crate) ledger_writer: OnceLock<crate::ledger::WriterHandle>,
     /// [`DbConfig::ledger_history_chunk`], at least 1.
     ledger_history_chunk: i64,
+    /// [`DbConfig::busy_timeout`] (for the SQLite ledger writer's own
+    /// connection).
+    busy_timeout: Duration,
 }
 
 /// Where a URL points.
@@ -361,6 +364,7 @@ impl Db {
                 sqlite_path,
                 ledger_writer: OnceLock::new(),
                 ledger_history_chunk: config.ledger_history_chunk.max(1),
+                busy_timeout: config.busy_timeout,
             }),
         }
     }
@@ -391,9 +395,13 @@ impl Db {
         })
     }
 
-    /// Closes the pool (waits for connections to be returned). Other
-    /// clones of this handle stop working.
+    /// Closes the pool (waits for connections to be returned) and the
+    /// SQLite ledger writer's connection. Other clones of this handle stop
+    /// working.
     pub async fn close(&self) {
+        if let Some(writer) = self.inner.ledger_writer.get() {
+            writer.stop().await;
+        }
         match &self.inner.pool {
             DbPool::Sqlite(p) => p.close().await,
             DbPool::Postgres(p) => p.close().await,
@@ -406,6 +414,10 @@ impl Db {
 
     pub(crate) fn ledger_history_chunk(&self) -> i64 {
         self.inner.ledger_history_chunk
+    }
+
+    pub(crate) fn busy_timeout(&self) -> Duration {
+        self.inner.busy_timeout
     }
 }
 

@@ -19,6 +19,10 @@ pub enum StoreError {
     /// The database refused or failed an operation.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite ledger writer's own connection refused or failed an
+    /// operation.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// Applying the schema migrations failed.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

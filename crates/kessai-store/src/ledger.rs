@@ -42,24 +42,30 @@
 //! Correctness therefore rests on the database, not on process memory:
 //! primary and unique keys make each transfer id and each pending's
 //! resolution exist at most once; row locks taken in a global order make
-//! limit checks see the latest balances. SQLite runs one writer task per
-//! `Db`, which keeps one pooled connection while it has work (its page
-//! cache stays warm) and gives it back when the pool closes; PostgreSQL
-//! runs [`POSTGRES_WRITERS`], each taking a pooled connection per batch.
+//! limit checks see the latest balances.
+//!
+//! PostgreSQL runs [`POSTGRES_WRITERS`] writer tasks, each taking a pooled
+//! connection per batch. SQLite runs one writer task per `Db`, which
+//! gathers the batch and hands it whole to one OS thread with its own
+//! `rusqlite` connection (`sqlite_thread`): the batch's statements run
+//! there, prepared once, with no async hand-off per statement, and the
+//! connection's page cache stays warm between batches. [`Db::close`]
+//! stops that thread and closes its connection.
 //!
 //! # What the SQLite writer remembers
 //!
-//! Between batches the SQLite writer keeps the accounts it has read and
-//! committed ([`WriterMemo`]). It uses them only while `PRAGMA
+//! Between batches the SQLite writer thread keeps the accounts it has read
+//! and committed ([`WriterMemo`]). It uses them only while `PRAGMA
 //! data_version` on its connection is unchanged, which SQLite guarantees
 //! means no other connection — in this process or another — has committed
 //! anything since; otherwise it reads them again inside the batch's
-//! `BEGIN IMMEDIATE`. After any failed batch, or when its connection
-//! changes, it forgets everything. The same writer moves legs into the
+//! `BEGIN IMMEDIATE`. After any failed batch it forgets everything and
+//! opens a new connection for the next one. The same writer moves legs into the
 //! account history in chunks of [`crate::DbConfig::ledger_history_chunk`]
 //! transfers (see `migrations/sqlite/0010_ledger_legs_by_seq.sql`).
 
 pub(crate) mod sql;
+mod sqlite_thread;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -91,7 +97,7 @@ pub const POSTGRES_WRITERS: usize = 2;
 /// batch, while each round brings new requests.
 const GATHER_YIELDS: usize = 8;
 /// How often a batch is re-run after a conflict before it is split.
-const MAX_CONFLICT_RETRIES: usize = 20;
+pub(crate) const MAX_CONFLICT_RETRIES: usize = 20;
 /// Page size when listing.
 const PAGE: i64 = 1000;
 
@@ -128,6 +134,27 @@ struct Job {
 #[derive(Debug)]
 pub(crate) struct WriterHandle {
     tx: mpsc::Sender<Job>,
+    /// SQLite: the writer thread (`sqlite_thread`).
+    sqlite: Option<std::sync::Mutex<std::sync::mpsc::Sender<sqlite_thread::Command>>>,
+}
+
+impl WriterHandle {
+    /// Stops the SQLite writer thread and waits until its connection is
+    /// closed (for [`Db::close`]); later submissions get
+    /// [`StoreError::WriterStopped`].
+    pub(crate) async fn stop(&self) {
+        let Some(thread) = &self.sqlite else {
+            return;
+        };
+        let (ack, closed) = oneshot::channel();
+        let sent = thread
+            .lock()
+            .map(|t| t.send(sqlite_thread::Command::Stop(ack)).is_ok())
+            .unwrap_or(false);
+        if sent {
+            let _ = closed.await;
+        }
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -149,8 +176,9 @@ impl Db {
     }
 }
 
-/// Which transaction style a batch runs in.
-type BatchAnswers = Vec<Result<(i64, TransferRecord, bool), LedgerError>>;
+/// A batch's decisions, in request order: sequence number (0 until
+/// written), record, replayed.
+pub(crate) type BatchAnswers = Vec<Result<(i64, TransferRecord, bool), LedgerError>>;
 
 impl Ledger {
     /// Creates an account with zero balances at `now_ms`. `Ok(Ok(true))`:
@@ -301,7 +329,7 @@ impl Ledger {
         let writer = self
             .db
             .ledger_writer_cell()
-            .get_or_init(|| start_writers(self.db.pool().clone(), self.db.ledger_history_chunk()));
+            .get_or_init(|| start_writers(&self.db));
         let (reply, answer) = oneshot::channel();
         writer
             .tx
@@ -370,28 +398,40 @@ pub fn expiry_id(pending_id: &TransferId) -> TransferId {
     TransferId::derive("kessai/ledger/expire", &[pending_id.as_bytes()])
 }
 
-fn start_writers(pool: DbPool, history_chunk: i64) -> WriterHandle {
+fn start_writers(db: &Db) -> WriterHandle {
     let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * 4);
     let rx = Arc::new(Mutex::new(rx));
-    let writers = match pool {
-        DbPool::Sqlite(_) => 1,
-        DbPool::Postgres(_) => POSTGRES_WRITERS,
+    let (target, writers) = match (db.pool(), db.sqlite_path()) {
+        (DbPool::Sqlite(_), Some(path)) => (
+            Target::Sqlite(sqlite_thread::spawn(sqlite_thread::SqliteWriterConfig {
+                path: path.to_path_buf(),
+                busy_timeout: db.busy_timeout(),
+                history_chunk: db.ledger_history_chunk(),
+            })),
+            1,
+        ),
+        (DbPool::Sqlite(_), None) => unreachable!("an SQLite Db always has its file path"),
+        (DbPool::Postgres(p), _) => (Target::Postgres(p.clone()), POSTGRES_WRITERS),
+    };
+    let sqlite = match &target {
+        Target::Sqlite(t) => Some(std::sync::Mutex::new(t.clone())),
+        Target::Postgres(_) => None,
     };
     for _ in 0..writers {
         let rx = rx.clone();
-        let pool = pool.clone();
-        tokio::spawn(async move { writer_loop(pool, rx, history_chunk).await });
+        let target = target.clone();
+        tokio::spawn(async move { writer_loop(target, rx).await });
     }
-    WriterHandle { tx }
+    WriterHandle { tx, sqlite }
 }
 
-/// Where a writer runs its batches. On SQLite the single writer keeps one
-/// pooled connection for itself: only it writes, so its page cache stays
-/// valid between batches (a pooled connection taken per batch would start
-/// cold and re-read the hot index pages from the WAL each time).
-enum Target<'a> {
-    Sqlite(&'a mut sqlx::SqliteConnection, &'a mut WriterMemo),
-    Postgres(&'a sqlx::PgPool),
+/// Where a writer runs its batches: the SQLite writer thread (one per
+/// `Db`; it keeps its connection and page cache between batches), or a
+/// pooled PostgreSQL connection per batch.
+#[derive(Clone)]
+enum Target {
+    Sqlite(std::sync::mpsc::Sender<sqlite_thread::Command>),
+    Postgres(sqlx::PgPool),
 }
 
 /// What the SQLite writer remembers between its batches. The database
@@ -428,6 +468,17 @@ impl WriterMemo {
         *self = Self::new(self.history_chunk);
     }
 
+    /// Drops the remembered accounts unless `data_version` (read inside
+    /// the batch's transaction) is the one they were valid at: another
+    /// connection has committed since.
+    pub(crate) fn check(&mut self, data_version: i64) {
+        if self.version != Some(data_version) || self.accounts.len() > Self::MAX_ACCOUNTS {
+            self.accounts.clear();
+            self.history_upto = None;
+            self.version = Some(data_version);
+        }
+    }
+
     /// Records a committed batch's balances and history mark.
     fn committed(&mut self, balances: &[(&AccountId, kessai_ledger::Balances)], upto: Option<i64>) {
         for (id, b) in balances {
@@ -441,27 +492,12 @@ impl WriterMemo {
     }
 }
 
-async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, history_chunk: i64) {
-    let mut own: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>> = None;
-    let mut memo = WriterMemo::new(history_chunk);
+async fn writer_loop(target: Target, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
     loop {
         let mut jobs = Vec::new();
         {
             let mut rx = rx.lock().await;
-            let first = match (&pool, own.is_some()) {
-                // Holding the connection while idle: give it back when the
-                // pool is being closed (`Pool::close` waits for it).
-                (DbPool::Sqlite(p), true) => tokio::select! {
-                    j = rx.recv() => j,
-                    () = p.close_event() => {
-                        own = None;
-                        memo.reset();
-                        continue;
-                    }
-                },
-                _ => rx.recv().await,
-            };
-            let Some(first) = first else {
+            let Some(first) = rx.recv().await else {
                 return;
             };
             jobs.push(first);
@@ -488,52 +524,46 @@ async fn writer_loop(pool: DbPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, history_
                 tokio::task::yield_now().await;
             }
         }
-        let answers = match &pool {
-            DbPool::Sqlite(p) => {
-                if own.is_none() {
-                    match p.acquire().await {
-                        Ok(c) => own = Some(c),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "ledger writer cannot get a connection");
-                            for job in jobs {
-                                let _ = job
-                                    .reply
-                                    .send(Err(StoreError::WriterConnection(e.to_string())));
-                            }
-                            continue;
-                        }
-                    }
+        let (reqs, replies): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| ((j.req, j.now_ms), j.reply))
+            .unzip();
+        let answers = match &target {
+            Target::Sqlite(thread) => {
+                let (reply, answers) = oneshot::channel();
+                let n = reqs.len();
+                match thread.send(sqlite_thread::Command::Batch { reqs, reply }) {
+                    Ok(()) => answers.await.unwrap_or_else(|_| stopped(n)),
+                    Err(_) => stopped(n),
                 }
-                let conn = own.as_mut().expect("acquired above");
-                let answers = run_jobs(&mut Target::Sqlite(conn, &mut memo), &jobs).await;
-                // After a database error the connection may be unusable:
-                // take a fresh one for the next batch.
-                if answers
-                    .iter()
-                    .any(|a| matches!(a, Err(StoreError::Database(_))))
-                {
-                    own = None;
-                    memo.reset();
-                }
-                answers
             }
-            DbPool::Postgres(p) => run_jobs(&mut Target::Postgres(p), &jobs).await,
+            Target::Postgres(p) => {
+                let reqs: Vec<(&TransferRequest, u64)> =
+                    reqs.iter().map(|(r, now)| (r, *now)).collect();
+                run_jobs(p, &reqs).await
+            }
         };
-        for (job, answer) in jobs.into_iter().zip(answers) {
+        for (reply, answer) in replies.into_iter().zip(answers) {
             // The caller may have gone away; its answer is then unused.
-            let _ = job.reply.send(answer);
+            let _ = reply.send(answer);
         }
     }
 }
 
-type Answer = Result<Result<TransferResult, LedgerError>, StoreError>;
+/// `n` answers for a batch the SQLite writer thread did not take (it was
+/// stopped by [`Db::close`]).
+fn stopped(n: usize) -> Vec<Answer> {
+    (0..n).map(|_| Err(StoreError::WriterStopped)).collect()
+}
 
-/// Runs a batch, retrying conflicts and splitting on other errors.
-async fn run_jobs(pool: &mut Target<'_>, jobs: &[Job]) -> Vec<Answer> {
-    let reqs: Vec<(&TransferRequest, u64)> = jobs.iter().map(|j| (&j.req, j.now_ms)).collect();
+pub(crate) type Answer = Result<Result<TransferResult, LedgerError>, StoreError>;
+
+/// Runs a batch on PostgreSQL, retrying conflicts and splitting on other
+/// errors (the SQLite thread has the same policy in `sqlite_thread`).
+async fn run_jobs(pool: &sqlx::PgPool, reqs: &[(&TransferRequest, u64)]) -> Vec<Answer> {
     let mut attempt = 0;
     loop {
-        match run_batch_or_forget(pool, &reqs).await {
+        match run_batch(pool, reqs).await {
             Ok(Some(answers)) => return answers.into_iter().map(to_answer).collect(),
             Ok(None) if attempt < MAX_CONFLICT_RETRIES => attempt += 1,
             Err(StoreError::Database(e))
@@ -549,7 +579,7 @@ async fn run_jobs(pool: &mut Target<'_>, jobs: &[Job]) -> Vec<Answer> {
                     tracing::warn!(error = %e, n = reqs.len(), "ledger batch failed; splitting");
                 }
                 let mut out = Vec::with_capacity(reqs.len());
-                for one in &reqs {
+                for one in reqs {
                     out.push(run_single(pool, *one).await);
                 }
                 return out;
@@ -560,10 +590,10 @@ async fn run_jobs(pool: &mut Target<'_>, jobs: &[Job]) -> Vec<Answer> {
     }
 }
 
-async fn run_single(pool: &mut Target<'_>, req: (&TransferRequest, u64)) -> Answer {
+async fn run_single(pool: &sqlx::PgPool, req: (&TransferRequest, u64)) -> Answer {
     let mut attempt = 0;
     loop {
-        match run_batch_or_forget(pool, &[req]).await {
+        match run_batch(pool, &[req]).await {
             Ok(Some(mut a)) => return to_answer(a.pop().unwrap_or(Err(LedgerError::Overflow))),
             Ok(None) if attempt < MAX_CONFLICT_RETRIES => attempt += 1,
             Ok(None) => return Err(StoreError::Contention),
@@ -579,7 +609,7 @@ async fn run_single(pool: &mut Target<'_>, req: (&TransferRequest, u64)) -> Answ
     }
 }
 
-fn to_answer(a: Result<(i64, TransferRecord, bool), LedgerError>) -> Answer {
+pub(crate) fn to_answer(a: Result<(i64, TransferRecord, bool), LedgerError>) -> Answer {
     Ok(a.map(|(seq, record, replayed)| TransferResult {
         record,
         seq,
@@ -587,9 +617,27 @@ fn to_answer(a: Result<(i64, TransferRecord, bool), LedgerError>) -> Answer {
     }))
 }
 
+/// The transfer ids a batch must read: its own ids and the pendings it
+/// resolves (all of them), and the pendings alone (whose resolutions are
+/// read too), each sorted.
+pub(crate) fn batch_transfer_ids(
+    reqs: &[(&TransferRequest, u64)],
+) -> (BTreeSet<TransferId>, BTreeSet<TransferId>) {
+    let mut ids = BTreeSet::new();
+    let mut pending_ids = BTreeSet::new();
+    for (r, _) in reqs {
+        ids.insert(r.id);
+        if let Some(p) = r.kind.pending_id() {
+            ids.insert(p);
+            pending_ids.insert(p);
+        }
+    }
+    (ids, pending_ids)
+}
+
 /// Accounts a batch touches: its legs and the legs of the pendings it
 /// resolves.
-fn accounts_needed(
+pub(crate) fn accounts_needed(
     reqs: &[(&TransferRequest, u64)],
     loaded: &[(i64, TransferRecord)],
 ) -> BTreeSet<AccountId> {
@@ -605,134 +653,128 @@ fn accounts_needed(
     acc
 }
 
-/// [`run_batch`], and on any outcome but success the SQLite writer's memo
-/// is dropped: after a failure nothing remembered is trusted.
-async fn run_batch_or_forget(
-    pool: &mut Target<'_>,
-    reqs: &[(&TransferRequest, u64)],
-) -> Result<Option<BatchAnswers>, StoreError> {
-    let out = run_batch(pool, reqs).await;
-    if let (Target::Sqlite(_, memo), Err(_) | Ok(None)) = (&mut *pool, &out) {
-        memo.reset();
-    }
-    out
+/// A batch decided by the ledger rules over its working set (step 3 of the
+/// module docs), before anything is written.
+pub(crate) struct Decided {
+    mem: MemLedger,
+    /// Sequence numbers of the loaded transfers; the writer adds the new
+    /// ones once inserted.
+    pub(crate) seqs: std::collections::HashMap<TransferId, i64>,
+    answers: BatchAnswers,
+    /// Indexes into `answers` of the transfers this batch creates.
+    created: Vec<usize>,
+    /// Accounts whose balances changed.
+    touched: BTreeSet<AccountId>,
 }
 
-/// One transaction for the whole batch; see the module docs. `Ok(None)`:
-/// the working set moved under us, run the batch again.
+impl Decided {
+    /// Loads the working set and runs every request, in order, so later
+    /// requests see earlier ones.
+    pub(crate) fn run(
+        accounts: Vec<Account>,
+        loaded: Vec<(i64, TransferRecord)>,
+        reqs: &[(&TransferRequest, u64)],
+    ) -> Result<Self, StoreError> {
+        let mut mem = MemLedger::new();
+        for a in accounts {
+            mem.insert_account(a).map_err(|e| {
+                StoreError::corrupt("ledger_accounts", format!("cannot load: {}", e.code()))
+            })?;
+        }
+        let mut seqs = std::collections::HashMap::new();
+        for (seq, t) in loaded {
+            seqs.insert(t.id, seq);
+            mem.load_transfer(t);
+        }
+        let mut answers = Vec::with_capacity(reqs.len());
+        let mut created = Vec::new();
+        let mut touched = BTreeSet::new();
+        for (i, (r, now)) in reqs.iter().enumerate() {
+            match mem.submit(r, *now) {
+                Ok(Applied::Created(effect)) => {
+                    touched.extend(effect.accounts.iter().map(|c| c.id.clone()));
+                    created.push(i);
+                    answers.push(Ok((0, effect.record, false)));
+                }
+                Ok(Applied::AlreadyExists(rec)) => {
+                    let seq = seqs.get(&rec.id).copied().unwrap_or(0);
+                    answers.push(Ok((seq, rec, true)));
+                }
+                Err(e) => answers.push(Err(e)),
+            }
+        }
+        Ok(Self {
+            mem,
+            seqs,
+            answers,
+            created,
+            touched,
+        })
+    }
+
+    /// The transfers to append, in request order.
+    pub(crate) fn new_records(&self) -> Vec<&TransferRecord> {
+        self.created
+            .iter()
+            .filter_map(|&i| self.answers[i].as_ref().ok().map(|(_, r, _)| r))
+            .collect()
+    }
+
+    /// The new balances of every touched account, by id.
+    pub(crate) fn balances(&self) -> Vec<(&AccountId, kessai_ledger::Balances)> {
+        self.touched
+            .iter()
+            .filter_map(|id| self.mem.account(id).map(|a| (id, a.balances)))
+            .collect()
+    }
+
+    /// The answers, with the sequence numbers of transfers created (and
+    /// replayed) in this batch filled in from `seqs`.
+    pub(crate) fn answers(self) -> BatchAnswers {
+        let seqs = self.seqs;
+        let mut answers = self.answers;
+        for a in answers.iter_mut().flatten() {
+            if a.0 == 0 {
+                a.0 = seqs.get(&a.1.id).copied().unwrap_or(0);
+            }
+        }
+        answers
+    }
+}
+
+/// One PostgreSQL transaction for the whole batch; see the module docs.
+/// `Ok(None)`: the working set moved under us, run the batch again.
 async fn run_batch(
-    pool: &mut Target<'_>,
+    pool: &sqlx::PgPool,
     reqs: &[(&TransferRequest, u64)],
 ) -> Result<Option<BatchAnswers>, StoreError> {
-    macro_rules! body {
-        ($tx:expr, $m:ident, $memo:expr, reload = $reload:literal) => {{
-            let memo: &mut WriterMemo = $memo;
-            let mut tx = $tx;
-            let conn = &mut *tx;
-            // 1. transfers: the batch's ids and the pendings it resolves,
-            //    plus any resolutions of those pendings.
-            let mut ids: BTreeSet<TransferId> = BTreeSet::new();
-            let mut pending_ids: BTreeSet<TransferId> = BTreeSet::new();
-            for (r, _) in reqs {
-                ids.insert(r.id);
-                if let Some(p) = r.kind.pending_id() {
-                    ids.insert(p);
-                    pending_ids.insert(p);
-                }
-            }
-            let ids: Vec<TransferId> = ids.into_iter().collect();
-            let pending_ids: Vec<TransferId> = pending_ids.into_iter().collect();
-            let loaded = sql::$m::transfers_by_ids(conn, &ids, &pending_ids).await?;
-            // 2. accounts, in id order, locked (on SQLite: from the memo
-            //    where it is still valid).
-            let acc = accounts_needed(reqs, &loaded);
-            let acc_refs: Vec<&AccountId> = acc.iter().collect();
-            let accounts = sql::$m::batch_accounts(conn, &acc_refs, memo).await?;
-            // On PostgreSQL the transfers were read before the locks were
-            // held: read them again now. Any resolution or transfer that
-            // moved these accounts committed before we got the locks and is
-            // visible to this new statement (READ COMMITTED). If the reload
-            // needs accounts we have not locked (a pending that appeared
-            // meanwhile), re-run the batch.
-            let loaded = if $reload {
-                let again = sql::$m::transfers_by_ids(conn, &ids, &pending_ids).await?;
-                if !accounts_needed(reqs, &again).is_subset(&acc) {
-                    return Ok(None);
-                }
-                again
-            } else {
-                loaded
-            };
-            let mut mem = MemLedger::new();
-            for a in accounts {
-                mem.insert_account(a).map_err(|e| {
-                    StoreError::corrupt("ledger_accounts", format!("cannot load: {}", e.code()))
-                })?;
-            }
-            let mut seqs: std::collections::HashMap<TransferId, i64> = Default::default();
-            for (seq, t) in loaded {
-                seqs.insert(t.id, seq);
-                mem.load_transfer(t);
-            }
-            // 3. decide in order.
-            let mut answers = Vec::with_capacity(reqs.len());
-            let mut created = Vec::new();
-            let mut touched: BTreeSet<AccountId> = BTreeSet::new();
-            for (i, (r, now)) in reqs.iter().enumerate() {
-                match mem.submit(r, *now) {
-                    Ok(Applied::Created(effect)) => {
-                        touched.extend(effect.accounts.iter().map(|c| c.id.clone()));
-                        created.push(i);
-                        answers.push(Ok((0, effect.record, false)));
-                    }
-                    Ok(Applied::AlreadyExists(rec)) => {
-                        let seq = seqs.get(&rec.id).copied().unwrap_or(0);
-                        answers.push(Ok((seq, rec, true)));
-                    }
-                    Err(e) => answers.push(Err(e)),
-                }
-            }
-            // 4. write.
-            let new_records: Vec<&TransferRecord> = created
-                .iter()
-                .filter_map(|&i| answers[i].as_ref().ok().map(|(_, r, _)| r))
-                .collect();
-            let new_seqs = sql::$m::insert_transfers(conn, &new_records).await?;
-            let upto = match new_seqs.values().max() {
-                Some(&last) => sql::$m::extend_history(conn, memo, last).await?,
-                None => None,
-            };
-            seqs.extend(new_seqs);
-            let balances: Vec<(&AccountId, kessai_ledger::Balances)> = touched
-                .iter()
-                .filter_map(|id| mem.account(id).map(|a| (id, a.balances)))
-                .collect();
-            sql::$m::update_balances(conn, &balances).await?;
-            // Replays of transfers created earlier in this same batch.
-            for a in answers.iter_mut().flatten() {
-                if a.0 == 0 {
-                    a.0 = seqs.get(&a.1.id).copied().unwrap_or(0);
-                }
-            }
-            tx.commit().await?;
-            memo.committed(&balances, upto);
-            Ok(Some(answers))
-        }};
+    let mut tx = pool.begin().await?;
+    let conn = &mut *tx;
+    // 1. transfers: the batch's ids and the pendings it resolves, plus any
+    //    resolutions of those pendings.
+    let (ids, pending_ids) = batch_transfer_ids(reqs);
+    let ids: Vec<TransferId> = ids.into_iter().collect();
+    let pending_ids: Vec<TransferId> = pending_ids.into_iter().collect();
+    let loaded = sql::postgres::transfers_by_ids(conn, &ids, &pending_ids).await?;
+    // 2. accounts, in id order, locked.
+    let acc = accounts_needed(reqs, &loaded);
+    let acc_refs: Vec<&AccountId> = acc.iter().collect();
+    let accounts = sql::postgres::accounts_by_ids(conn, &acc_refs, true).await?;
+    // The transfers were read before the locks were held: read them again
+    // now. Any resolution or transfer that moved these accounts committed
+    // before we got the locks and is visible to this new statement (READ
+    // COMMITTED). If the reload needs accounts we have not locked (a
+    // pending that appeared meanwhile), re-run the batch.
+    let loaded = sql::postgres::transfers_by_ids(conn, &ids, &pending_ids).await?;
+    if !accounts_needed(reqs, &loaded).is_subset(&acc) {
+        return Ok(None);
     }
-    match pool {
-        // SQLite: BEGIN IMMEDIATE holds the database write lock before the
-        // first read, so nothing can change under the batch.
-        Target::Sqlite(c, memo) => body!(
-            sqlx::Connection::begin_with(&mut **c, "BEGIN IMMEDIATE").await?,
-            sqlite,
-            memo,
-            reload = false
-        ),
-        Target::Postgres(p) => body!(
-            p.begin().await?,
-            postgres,
-            &mut WriterMemo::default(),
-            reload = true
-        ),
-    }
+    // 3. decide in order.
+    let mut decided = Decided::run(accounts, loaded, reqs)?;
+    // 4. write.
+    let new_seqs = sql::postgres_writer::insert_transfers(conn, &decided.new_records()).await?;
+    decided.seqs.extend(new_seqs);
+    sql::postgres_writer::update_balances(conn, &decided.balances()).await?;
+    tx.commit().await?;
+    Ok(Some(decided.answers()))
 }

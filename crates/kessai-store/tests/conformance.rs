@@ -1083,3 +1083,28 @@ async fn writer_sees_other_handles_postings(t: &TestDb) {
     other.close().await;
     assert_clean(&t.db).await;
 }
+
+/// `Db::close` stops the SQLite writer thread and closes its connection: a
+/// later submission is refused with `WriterStopped` and writes nothing,
+/// and the database reopens with exactly what was committed before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_close_stops_the_writer() {
+    let t = TestDb::sqlite().await;
+    let l = t.ledger();
+    setup(&l).await;
+    ok(&l, pay(1, "card", "shop", 100), 10).await;
+    t.db.close().await;
+    let after = l.submit(pay(2, "card", "shop", 100), 11).await;
+    assert!(
+        matches!(after, Err(kessai_store::StoreError::WriterStopped)),
+        "{after:?}"
+    );
+    let again = t.reopen().await;
+    let l2 = again.ledger();
+    assert!(l2.transfer(&tid(1)).await.unwrap().is_some());
+    assert!(l2.transfer(&tid(2)).await.unwrap().is_none());
+    assert_eq!(bal(&l2, "card").await.debits_posted, 100);
+    assert_clean(&again).await;
+    again.close().await;
+    t.finish().await;
+}

@@ -216,13 +216,12 @@ pub(crate) fn ms(v: u64) -> Result<i64, StoreError> {
 }
 
 macro_rules! backend {
-    ($module:ident, $Db:ty, $Conn:ty, lock = $lock:literal, ph = $ph:ident, history = $history:literal, writer = $writer:ident) => {
+    ($module:ident, $Db:ty, $Conn:ty, lock = $lock:literal, ph = $ph:ident, history = $history:literal) => {
         /// Ledger queries for one backend.
         pub(crate) mod $module {
             use sqlx::Row;
 
             use super::*;
-            pub(crate) use super::$writer::{batch_accounts, extend_history, update_balances};
 
             fn transfer_row(r: &<$Db as sqlx::Database>::Row) -> Result<TransferRow, sqlx::Error> {
                 Ok(TransferRow {
@@ -464,102 +463,6 @@ macro_rules! backend {
                 Ok(done.rows_affected() == 1)
             }
 
-            /// Appends transfers with their legs and evidence, a few
-            /// multi-row statements per chunk; returns each new
-            /// transfer's sequence number.
-            pub(crate) async fn insert_transfers(
-                conn: &mut $Conn,
-                records: &[&TransferRecord],
-            ) -> Result<std::collections::HashMap<TransferId, i64>, StoreError> {
-                let mut seqs = std::collections::HashMap::with_capacity(records.len());
-                for chunk in records.chunks(ROWS_PER_STATEMENT) {
-                    let values = (0..chunk.len())
-                        .map(|i| format!("({})", $ph(1 + 9 * i, 9)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let sql = format!(
-                        "INSERT INTO ledger_transfers (id, kind, currency, code, expires_at_ms, \
-                         pending_id, reference, digest, created_at_ms) VALUES {values} \
-                         RETURNING id, seq"
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for t in chunk {
-                        q = q
-                            .bind(t.id.as_bytes().as_slice())
-                            .bind(t.kind.code())
-                            .bind(i64::from(t.currency.numeric()))
-                            .bind(i64::from(t.code))
-                            .bind(t.kind.expires_at_ms().map(ms).transpose()?)
-                            .bind(t.kind.pending_id().map(|p| p.0.to_vec()))
-                            .bind(t.reference.as_str())
-                            .bind(t.digest.as_slice())
-                            .bind(ms(t.created_at_ms)?);
-                    }
-                    for r in q.fetch_all(&mut *conn).await? {
-                        let id: Vec<u8> = r.try_get(0)?;
-                        seqs.insert(transfer_id(&id, "ledger_transfers")?, r.try_get(1)?);
-                    }
-                }
-                let seq_of = |t: &TransferRecord| -> Result<i64, StoreError> {
-                    seqs.get(&t.id).copied().ok_or_else(|| {
-                        StoreError::corrupt("ledger_transfers", "insert returned no sequence number")
-                    })
-                };
-                let legs: Vec<(i64, usize, &Leg)> = records
-                    .iter()
-                    .map(|t| Ok((seq_of(t)?, *t)))
-                    .collect::<Result<Vec<_>, StoreError>>()?
-                    .into_iter()
-                    .flat_map(|(seq, t)| t.legs.iter().enumerate().map(move |(i, l)| (seq, i, l)))
-                    .collect();
-                for chunk in legs.chunks(ROWS_PER_STATEMENT) {
-                    let values = (0..chunk.len())
-                        .map(|i| format!("({})", $ph(1 + 5 * i, 5)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let sql = format!(
-                        "INSERT INTO ledger_legs (transfer_seq, leg_index, account_id, side, \
-                         amount_minor) VALUES {values}"
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (seq, i, leg) in chunk {
-                        q = q
-                            .bind(*seq)
-                            .bind(*i as i64)
-                            .bind(leg.account.as_str())
-                            .bind(leg.side.code())
-                            .bind(leg.amount_minor);
-                    }
-                    q.execute(&mut *conn).await?;
-                }
-                let evidence: Vec<(i64, usize, &Evidence)> = records
-                    .iter()
-                    .map(|t| Ok((seq_of(t)?, *t)))
-                    .collect::<Result<Vec<_>, StoreError>>()?
-                    .into_iter()
-                    .flat_map(|(seq, t)| t.evidence.iter().enumerate().map(move |(i, e)| (seq, i, e)))
-                    .collect();
-                for chunk in evidence.chunks(ROWS_PER_STATEMENT) {
-                    let values = (0..chunk.len())
-                        .map(|i| format!("({})", $ph(1 + 4 * i, 4)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let sql = format!(
-                        "INSERT INTO ledger_evidence (transfer_seq, ev_index, kind, digest) \
-                         VALUES {values}"
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (seq, i, ev) in chunk {
-                        q = q
-                            .bind(*seq)
-                            .bind(*i as i64)
-                            .bind(ev.kind.as_str())
-                            .bind(ev.digest.as_slice());
-                    }
-                    q.execute(&mut *conn).await?;
-                }
-                Ok(seqs)
-            }
 
         }
     };
@@ -576,8 +479,7 @@ backend!(
                UNION ALL \
                SELECT transfer_seq FROM ledger_legs \
                WHERE transfer_seq > max($2, coalesce((SELECT upto FROM ledger_history_mark), 0)) \
-                 AND account_id = $1",
-    writer = sqlite_writer
+                 AND account_id = $1"
 );
 backend!(
     postgres,
@@ -585,155 +487,111 @@ backend!(
     sqlx::PgConnection,
     lock = " FOR UPDATE",
     ph = placeholders,
-    history = "SELECT transfer_seq FROM ledger_legs WHERE account_id = $1 AND transfer_seq > $2",
-    writer = postgres_writer
+    history = "SELECT transfer_seq FROM ledger_legs WHERE account_id = $1 AND transfer_seq > $2"
 );
 
-/// The SQLite ledger writer's statements that differ from PostgreSQL's.
-pub(crate) mod sqlite_writer {
-    use sqlx::SqliteConnection;
-
-    use super::*;
-    use crate::ledger::WriterMemo;
-
-    /// The batch's accounts, sorted by id. The memo's copies are used if
-    /// no other connection has committed since they were read (`PRAGMA
-    /// data_version` unchanged; the writer's own commits do not change
-    /// it); the rest are read, inside the batch's `BEGIN IMMEDIATE`.
-    pub(crate) async fn batch_accounts(
-        conn: &mut SqliteConnection,
-        ids: &[&AccountId],
-        memo: &mut WriterMemo,
-    ) -> Result<Vec<Account>, StoreError> {
-        let version: i64 = sqlx::query_scalar("PRAGMA data_version")
-            .fetch_one(&mut *conn)
-            .await?;
-        if memo.version != Some(version) || memo.accounts.len() > WriterMemo::MAX_ACCOUNTS {
-            memo.accounts.clear();
-            memo.history_upto = None;
-            memo.version = Some(version);
-        }
-        let missing: Vec<&AccountId> = ids
-            .iter()
-            .filter(|id| !memo.accounts.contains_key(**id))
-            .copied()
-            .collect();
-        for a in super::sqlite::accounts_by_ids(conn, &missing, false).await? {
-            memo.accounts.insert(a.id.clone(), a);
-        }
-        Ok(ids
-            .iter()
-            .filter_map(|id| memo.accounts.get(*id).cloned())
-            .collect())
-    }
-
-    /// Moves the legs of transfers after the history mark into
-    /// `ledger_account_history` once at least `memo.history_chunk` transfers
-    /// have gathered (`last`: the batch's highest sequence number). One
-    /// sorted insert then touches each account's history page once per
-    /// chunk instead of once per batch. Returns the new mark if it moved.
-    pub(crate) async fn extend_history(
-        conn: &mut SqliteConnection,
-        memo: &mut WriterMemo,
-        last: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        if let Some(upto) = memo.history_upto
-            && last - upto < memo.history_chunk
-        {
-            return Ok(None);
-        }
-        let upto: i64 = sqlx::query_scalar("SELECT upto FROM ledger_history_mark WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
-        if last - upto < memo.history_chunk {
-            return Ok(Some(upto));
-        }
-        sqlx::query(
-            "INSERT OR IGNORE INTO ledger_account_history (account_id, transfer_seq) \
-             SELECT account_id, transfer_seq FROM ledger_legs WHERE transfer_seq > $1 \
-             ORDER BY account_id, transfer_seq",
-        )
-        .bind(upto)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("UPDATE ledger_history_mark SET upto = $1 WHERE id = 1")
-            .bind(last)
-            .execute(&mut *conn)
-            .await?;
-        Ok(Some(last))
-    }
-
-    /// Writes accounts' new balances: one statement that walks a JSON
-    /// array of `[id, debits_pending, debits_posted, credits_pending,
-    /// credits_posted]` and finds each account by its primary key (a
-    /// statement per account would cost a round trip to sqlx's SQLite
-    /// worker thread each).
-    pub(crate) async fn update_balances(
-        conn: &mut SqliteConnection,
-        accounts: &[(&AccountId, Balances)],
-    ) -> Result<(), StoreError> {
-        if accounts.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<(&str, i64, i64, i64, i64)> = accounts
-            .iter()
-            .map(|(id, b)| {
-                (
-                    id.as_str(),
-                    b.debits_pending,
-                    b.debits_posted,
-                    b.credits_pending,
-                    b.credits_posted,
-                )
-            })
-            .collect();
-        let json = serde_json::to_string(&rows)
-            .map_err(|e| StoreError::corrupt("ledger_accounts", e.to_string()))?;
-        let done = sqlx::query(
-            "UPDATE ledger_accounts SET debits_pending = v.value ->> 1, \
-             debits_posted = v.value ->> 2, credits_pending = v.value ->> 3, \
-             credits_posted = v.value ->> 4 \
-             FROM json_each($1) AS v WHERE ledger_accounts.id = v.value ->> 0",
-        )
-        .bind(json)
-        .execute(&mut *conn)
-        .await?;
-        if done.rows_affected() != accounts.len() as u64 {
-            return Err(StoreError::corrupt(
-                "ledger_accounts",
-                "balance update missed an account",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The PostgreSQL ledger writer's statements that differ from SQLite's.
+/// The PostgreSQL ledger writer's statements (the SQLite writer has its
+/// own, in `sqlite_thread.rs`).
 pub(crate) mod postgres_writer {
-    use sqlx::PgConnection;
+    use sqlx::{PgConnection, Row};
 
     use super::*;
-    use crate::ledger::WriterMemo;
 
-    /// The batch's accounts, sorted by id and locked (`FOR UPDATE`, in id
-    /// order). Several writers and processes share the database, so
-    /// nothing is remembered between batches.
-    pub(crate) async fn batch_accounts(
+    /// Appends transfers with their legs and evidence, a few
+    /// multi-row statements per chunk; returns each new
+    /// transfer's sequence number.
+    pub(crate) async fn insert_transfers(
         conn: &mut PgConnection,
-        ids: &[&AccountId],
-        _memo: &mut WriterMemo,
-    ) -> Result<Vec<Account>, StoreError> {
-        super::postgres::accounts_by_ids(conn, ids, true).await
-    }
-
-    /// PostgreSQL indexes legs by account directly
-    /// (`ledger_legs_by_account`); there is no history to extend.
-    pub(crate) async fn extend_history(
-        _conn: &mut PgConnection,
-        _memo: &mut WriterMemo,
-        _last: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        Ok(None)
+        records: &[&TransferRecord],
+    ) -> Result<std::collections::HashMap<TransferId, i64>, StoreError> {
+        let mut seqs = std::collections::HashMap::with_capacity(records.len());
+        for chunk in records.chunks(ROWS_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + 9 * i, 9)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO ledger_transfers (id, kind, currency, code, expires_at_ms, \
+                 pending_id, reference, digest, created_at_ms) VALUES {values} \
+                 RETURNING id, seq"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for t in chunk {
+                q = q
+                    .bind(t.id.as_bytes().as_slice())
+                    .bind(t.kind.code())
+                    .bind(i64::from(t.currency.numeric()))
+                    .bind(i64::from(t.code))
+                    .bind(t.kind.expires_at_ms().map(ms).transpose()?)
+                    .bind(t.kind.pending_id().map(|p| p.0.to_vec()))
+                    .bind(t.reference.as_str())
+                    .bind(t.digest.as_slice())
+                    .bind(ms(t.created_at_ms)?);
+            }
+            for r in q.fetch_all(&mut *conn).await? {
+                let id: Vec<u8> = r.try_get(0)?;
+                seqs.insert(transfer_id(&id, "ledger_transfers")?, r.try_get(1)?);
+            }
+        }
+        let seq_of = |t: &TransferRecord| -> Result<i64, StoreError> {
+            seqs.get(&t.id).copied().ok_or_else(|| {
+                StoreError::corrupt("ledger_transfers", "insert returned no sequence number")
+            })
+        };
+        let legs: Vec<(i64, usize, &Leg)> = records
+            .iter()
+            .map(|t| Ok((seq_of(t)?, *t)))
+            .collect::<Result<Vec<_>, StoreError>>()?
+            .into_iter()
+            .flat_map(|(seq, t)| t.legs.iter().enumerate().map(move |(i, l)| (seq, i, l)))
+            .collect();
+        for chunk in legs.chunks(ROWS_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + 5 * i, 5)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO ledger_legs (transfer_seq, leg_index, account_id, side, \
+                 amount_minor) VALUES {values}"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (seq, i, leg) in chunk {
+                q = q
+                    .bind(*seq)
+                    .bind(*i as i64)
+                    .bind(leg.account.as_str())
+                    .bind(leg.side.code())
+                    .bind(leg.amount_minor);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        let evidence: Vec<(i64, usize, &Evidence)> = records
+            .iter()
+            .map(|t| Ok((seq_of(t)?, *t)))
+            .collect::<Result<Vec<_>, StoreError>>()?
+            .into_iter()
+            .flat_map(|(seq, t)| t.evidence.iter().enumerate().map(move |(i, e)| (seq, i, e)))
+            .collect();
+        for chunk in evidence.chunks(ROWS_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + 4 * i, 4)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO ledger_evidence (transfer_seq, ev_index, kind, digest) \
+                 VALUES {values}"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (seq, i, ev) in chunk {
+                q = q
+                    .bind(*seq)
+                    .bind(*i as i64)
+                    .bind(ev.kind.as_str())
+                    .bind(ev.digest.as_slice());
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(seqs)
     }
 
     /// Writes accounts' new balances, many accounts per statement.
